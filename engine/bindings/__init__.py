@@ -1,0 +1,1 @@
+"""Bindings: the ways people drive the engine (command line, OSC)."""
