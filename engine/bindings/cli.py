@@ -36,7 +36,9 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("codec", "encode/decode audio with the EuleroDec codec", None, 7),
     Subcommand("eval", "score generated or reconstructed notes (PIS, IIS, PKID, ...)", None, 3),
     Subcommand(
-        "train", "train a model (tokenizer, autoregressor, codec) from a YAML config", None, 3
+        "train",
+        "train a model (tokenizer, autoregressor, codec) from a YAML config",
+        "mars_model.commands.train",
     ),
 )
 

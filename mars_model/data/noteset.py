@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -39,6 +39,8 @@ class NoteSet(torch.utils.data.Dataset):
         split: ``train``, ``valid`` or ``test`` (any folder name works).
         spectral: the front end (default configuration if omitted).
         limit: keep only the first ``limit`` notes (sorted by name), for quick runs.
+        programs: keep only notes of these instruments (the ``instrument`` field, a GM program
+            for our sets).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class NoteSet(torch.utils.data.Dataset):
         split: str,
         spectral: SpectralFrontEnd | None = None,
         limit: int | None = None,
+        programs: Sequence[int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -64,7 +67,13 @@ class NoteSet(torch.utils.data.Dataset):
             raise MarsError(f"cannot read {index}: {err}") from None
         if not isinstance(examples, dict):
             raise MarsError(f"{index} must map note names to their fields")
-        self.note_strs = sorted(examples)[:limit]
+        names = sorted(examples)
+        if programs is not None:
+            wanted = {int(p) for p in programs}
+            names = [n for n in names if int(examples[n].get("instrument", -1)) in wanted]
+            if not names:
+                raise MarsError(f"{index} has no notes of instruments {sorted(wanted)}")
+        self.note_strs = names[:limit]
         try:
             self.conditions = {
                 name: np.array([int(examples[n][name]) for n in self.note_strs], dtype=np.int64)
