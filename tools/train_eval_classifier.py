@@ -1,0 +1,63 @@
+"""Train the evaluation classifier (pitch + family) that ``mars-synth eval`` scores notes with.
+
+    python tools/train_eval_classifier.py data/fluidr3                       # the shipped one
+    python tools/train_eval_classifier.py data/fluidr3 -o /tmp/clf.pt --train-limit 4000
+
+Reads DIR/train (fit) and DIR/valid (early stopping), writes the weights with the training
+facts (accuracies, note counts, wall time) stored inside. The shipped weights were made with
+the defaults on one CPU thread (``--threads 1``) under ``nice -n 10``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from mars_model.errors import MarsError
+from mars_model.eval.classifier import DEFAULT_WEIGHTS
+from mars_model.eval.training import ClassifierTraining, train_classifier
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("root", type=Path, help="NSynth-layout note set with train/ and valid/")
+    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_WEIGHTS,
+                        help=f"weights file (default: {DEFAULT_WEIGHTS})")  # fmt: skip
+    defaults = ClassifierTraining()
+    parser.add_argument("--epochs", type=int, default=defaults.epochs)
+    parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    parser.add_argument("--lr", type=float, default=defaults.lr)
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--train-limit", type=int, default=None,
+                        help="use a seeded random subset of this many training notes")  # fmt: skip
+    parser.add_argument("--max-minutes", type=float, default=defaults.max_minutes,
+                        help="stop after the epoch that crosses this wall time")  # fmt: skip
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    settings = ClassifierTraining(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        seed=args.seed,
+        train_limit=args.train_limit,
+        max_minutes=args.max_minutes,
+    )
+    try:
+        info = train_classifier(args.root, args.output, settings, progress_bars=not args.quiet)
+    except MarsError as err:
+        print(f"train_eval_classifier: error: {err}", file=sys.stderr)
+        return 1
+    summary = {k: v for k, v in info.items() if k != "history"}
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
