@@ -34,7 +34,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "dataset", "build an NSynth-style note set from a SoundFont", "mars_model.commands.dataset"
     ),
     Subcommand("codec", "encode/decode audio with the EuleroDec codec", None, 7),
-    Subcommand("eval", "score generated or reconstructed notes (PIS, IIS, PKID, ...)", None, 3),
+    Subcommand(
+        "eval", "score generated or reconstructed notes (PIS, IIS, PKID, ...)",
+        "mars_model.commands.eval",
+    ),
     Subcommand(
         "train",
         "train a model (tokenizer, autoregressor, codec) from a YAML config",
