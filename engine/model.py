@@ -1,0 +1,76 @@
+"""Where the engine gets its notes: the one place that loads the model (through ``mars_model.generator``).
+
+Everything else in the engine sees only the :class:`mars_model.api.NoteSource` protocol.
+``MARS_SYNTH_NOTE_SOURCE=module:factory`` names another factory returning a NoteSource
+(used by the tests' additive instrument, and for experiments); the module is imported
+with the current directory on the path.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+from mars_model.api import NoteSource
+from mars_model.errors import MarsError
+
+#: Environment variable naming a ``module:factory`` that returns a NoteSource instead of the model.
+SOURCE_VARIABLE = "MARS_SYNTH_NOTE_SOURCE"
+
+
+def default_note_source(device: str = "cpu") -> NoteSource:
+    """Load the shipped MARS model as a NoteSource (or the factory named by ``MARS_SYNTH_NOTE_SOURCE``).
+
+    Raises:
+        MarsError: when no trained model is installed, or the named factory cannot be loaded.
+    """
+    spec = os.environ.get(SOURCE_VARIABLE)
+    if spec:
+        return _from_spec(spec)
+    try:
+        generator = importlib.import_module("mars_model.generator")
+    except ModuleNotFoundError as err:
+        if err.name not in ("mars_model.generator", "mars_model"):
+            raise
+        raise MarsError("no trained model is installed yet (mars_model.generator is missing; "
+                        "the model is tracked in issue #4); nothing can be generated") from None  # fmt: skip
+    source = generator.load_generator(None, device=device)
+    _check(source, "mars_model.generator.load_generator")
+    return source
+
+
+def default_model_id() -> str | None:
+    """The model's id without loading its weights, when the model package can tell it cheaply.
+
+    ``render`` uses it to find cached notes without loading torch and the model at all; when
+    it is ``None`` the model is loaded to learn its id.
+    """
+    if os.environ.get(SOURCE_VARIABLE):
+        return None
+    try:
+        generator = importlib.import_module("mars_model.generator")
+    except ModuleNotFoundError:
+        return None
+    model_id = getattr(generator, "default_model_id", None)
+    return str(model_id()) if callable(model_id) else None
+
+
+def _from_spec(spec: str) -> NoteSource:
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise MarsError(f"{SOURCE_VARIABLE}={spec!r}: expected 'module:factory'")
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        factory = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise MarsError(f"{SOURCE_VARIABLE}={spec!r}: cannot load it ({err})") from None
+    source = factory()
+    _check(source, spec)
+    return source
+
+
+def _check(source: object, where: str) -> None:
+    if not isinstance(source, NoteSource):
+        raise MarsError(f"{where} did not return a NoteSource (sample_rate, pitch_range, model_id, generate)")

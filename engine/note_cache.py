@@ -1,0 +1,208 @@
+"""The note cache: each distinct (preset, pitch, velocity bucket) note is generated once, in batches,
+prepared for the output rate, and kept in memory and (optionally) on disk across runs.
+
+On disk, notes live under ``<cache dir>/<model id>/``; a file's name hashes the model
+request (instrument weights, sampling, pitch, velocity, seed), so two presets that ask for
+the same notes share them, and changing a preset's sampling makes new ones. Each note is
+stored twice: as generated (``*.raw.npz``, any output rate can be prepared from it) and
+prepared for one output rate (``*.<rate>.note``, read as is by a warm render).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.preset import Preset
+from engine.synth.sample import NoteSample, prepare_note
+from mars_model.api import VELOCITY_BUCKETS, NoteSource, velocity_bucket
+from mars_model.errors import MarsError
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/mars-synth``, or ``~/.cache/mars-synth`` when XDG_CACHE_HOME is unset."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mars-synth"
+
+
+@dataclass(frozen=True)
+class NoteKey:
+    """One distinct note: a preset's identity (instrument and sampling), a pitch, a velocity bucket."""
+
+    identity: str
+    pitch: int
+    bucket: int
+
+    @property
+    def velocity(self) -> int:
+        """The velocity the note is generated at (the bucket's)."""
+        return VELOCITY_BUCKETS[self.bucket]
+
+
+@dataclass
+class CacheStats:
+    """What a render asked of the cache."""
+
+    memory_hits: int = 0
+    disk_hits: int = 0
+    generated: int = 0
+    batches: int = 0
+
+    @property
+    def hits(self) -> int:
+        """Notes found without generating (memory or disk)."""
+        return self.memory_hits + self.disk_hits
+
+
+@dataclass
+class NoteCache:
+    """Prepared notes by :class:`NoteKey`, generated on demand through a NoteSource.
+
+    Args:
+        sample_rate: the output rate notes are prepared for.
+        source: the NoteSource, or a function returning it (called only when a note must
+            be generated, so a warm render never loads the model).
+        model_id: the model's id for disk keys (default: ask the source, loading it).
+        seed: sampling seed for every note.
+        cache_dir: disk cache root (``None``: memory only).
+        batch_size: notes per ``generate`` call.
+        progress: show a progress bar while generating.
+    """
+
+    sample_rate: int
+    source: NoteSource | Callable[[], NoteSource]
+    model_id: str | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    batch_size: int = 16
+    progress: bool = True
+    stats: CacheStats = field(default_factory=CacheStats)
+    warnings: list[str] = field(default_factory=list)
+    _notes: dict[NoteKey, NoteSample] = field(default_factory=dict, repr=False)
+    _presets: dict[str, Preset] = field(default_factory=dict, repr=False)
+
+    def key(self, preset: Preset, pitch: int, velocity: int) -> NoteKey:
+        """The note a key press needs: the preset, the pitch, the nearest velocity bucket."""
+        identity = preset.identity()
+        self._presets.setdefault(identity, preset)
+        return NoteKey(identity, int(pitch), velocity_bucket(velocity))
+
+    def get(self, key: NoteKey) -> NoteSample:
+        """The prepared note for ``key`` (generated now if :meth:`fill` did not bring it in)."""
+        note = self._notes.get(key)
+        if note is None:
+            self.fill([key])
+            note = self._notes[key]
+        return note
+
+    def fill(self, keys: Iterable[NoteKey]) -> None:
+        """Bring every key into memory: from memory, then disk, then the model in batches."""
+        wanted = list(dict.fromkeys(keys))
+        missing: list[NoteKey] = []
+        for key in wanted:
+            if key in self._notes:
+                self.stats.memory_hits += 1
+                continue
+            note = self._load(key)
+            if note is not None:
+                self._notes[key] = note
+                self.stats.disk_hits += 1
+            else:
+                missing.append(key)
+        if missing:
+            self._generate(missing)
+
+    # ----------------------------------------------------------------- internals
+
+    def _source(self) -> NoteSource:
+        if not isinstance(self.source, NoteSource):
+            self.source = self.source()
+        return self.source
+
+    def _model_id(self) -> str:
+        if self.model_id is None:
+            self.model_id = str(self._source().model_id)
+        return self.model_id
+
+    def _disk_path(self, key: NoteKey, suffix: str) -> Path | None:
+        preset = self._presets.get(key.identity)
+        if self.cache_dir is None or preset is None or preset.cache != "disk":
+            return None
+        digest = hashlib.sha1(f"{key.identity};p={key.pitch};v={key.velocity};s={self.seed}".encode()).hexdigest()
+        model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self._model_id())
+        return self.cache_dir / model / f"{digest[:24]}.{suffix}"
+
+    def _load(self, key: NoteKey) -> NoteSample | None:
+        prepared = self._disk_path(key, f"{self.sample_rate}.note")
+        if prepared is None:
+            return None
+        try:
+            if prepared.is_file():
+                return NoteSample.load(prepared)
+            raw = prepared.with_name(prepared.name.replace(f".{self.sample_rate}.note", ".raw.npz"))
+            if raw.is_file():
+                with np.load(raw) as arrays:
+                    wave, meta = arrays["wave"], arrays["meta"]
+                note = prepare_note(wave, int(meta[0]), self.sample_rate, int(meta[1]))
+                self._save(prepared, note.save)
+                return note
+        except (OSError, ValueError, KeyError) as err:
+            self.warnings.append(f"ignored a damaged note in the cache ({err}); it is generated again")
+        return None
+
+    def _save(self, path: Path | None, write: Callable[[Path], None]) -> None:
+        if path is None:
+            return
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write(tmp)
+            os.replace(tmp, path)
+        except OSError as err:
+            tmp.unlink(missing_ok=True)
+            message = (f"cannot write the note cache at {self.cache_dir} ({err.strerror or err}); notes are "
+                       "kept in memory only (use --cache-dir DIR or --no-cache)")  # fmt: skip
+            if message not in self.warnings:
+                self.warnings.append(message)
+            self.cache_dir = None
+
+    def _generate(self, keys: list[NoteKey]) -> None:
+        from tqdm import tqdm
+
+        source = self._source()
+        low, high = source.pitch_range
+        bar = tqdm(total=len(keys), unit="note", desc="generating notes", disable=not self.progress,
+                   file=sys.stderr, leave=False)  # fmt: skip
+        try:
+            for start in range(0, len(keys), self.batch_size):
+                batch = keys[start : start + self.batch_size]
+                roots = [min(max(key.pitch, low), high) for key in batch]
+                requests = [self._presets[key.identity].request(root, key.velocity, self.seed)
+                            for key, root in zip(batch, roots, strict=True)]  # fmt: skip
+                waves = np.asarray(source.generate(requests))
+                if waves.ndim != 2 or waves.shape[0] != len(batch):
+                    raise MarsError(f"the note source returned shape {waves.shape}, expected [{len(batch)}, N]")
+                self.stats.batches += 1
+                for key, root, wave in zip(batch, roots, waves, strict=True):
+                    note = prepare_note(wave, source.sample_rate, self.sample_rate, root)
+                    self._notes[key] = note
+                    self.stats.generated += 1
+                    meta = np.array([source.sample_rate, root], np.int64)
+                    self._save(self._disk_path(key, "raw.npz"),
+                               lambda path, w=wave, m=meta: _save_raw(path, w, m))  # fmt: skip
+                    self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
+                bar.update(len(batch))
+        finally:
+            bar.close()
+
+
+
+def _save_raw(path: Path, wave: np.ndarray, meta: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.savez(f, wave=np.asarray(wave, np.float32), meta=meta)

@@ -1,0 +1,204 @@
+"""Presets: YAML files naming an instrument (GM program or a morph), envelope, gain, sampling and cache policy.
+
+A preset file looks like this (every key but ``instrument`` is optional)::
+
+    description: Acoustic grand piano
+    family: keyboard            # NSynth family, informational
+    instrument: 0               # GM program 0-127, or a morph {0: 0.5, 48: 0.5}
+    envelope: {attack: 0.002, release: 0.4}   # seconds
+    gain: 1.0                   # linear
+    sampling: {temperature: 1.0, top_k: 0, top_p: 1.0, guidance: 0.0}
+    cache: disk                 # disk: keep generated notes across runs; memory: this run only
+
+The name is the file name without ``.yaml``. Presets are validated once, at load, and a
+bad one raises one :class:`MarsError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from engine.synth.voice import Patch
+from mars_model.api import NoteRequest, Sampling
+from mars_model.errors import MarsError
+
+#: NSynth's instrument families (informational ``family`` key).
+FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
+            "synth_lead", "vocal")  # fmt: skip
+CACHE_POLICIES = ("disk", "memory")
+_KEYS = {"description", "family", "instrument", "envelope", "gain", "sampling", "cache"}
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A validated preset.
+
+    Attributes:
+        name: the file's stem (``grand_piano``).
+        instrument: GM program 0-127, or ``{program: weight}`` for a morph.
+        envelope: the engine's attack and release on top of the generated note.
+        sampling: how the model draws tokens.
+        cache: ``"disk"`` or ``"memory"``.
+        path: where it was loaded from (``None`` for presets made in code).
+    """
+
+    name: str
+    instrument: int | Mapping[int, float]
+    envelope: Patch = field(default_factory=Patch)
+    sampling: Sampling = field(default_factory=Sampling)
+    cache: str = "disk"
+    description: str = ""
+    family: str | None = None
+    path: Path | None = None
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.description}" if self.description else self.name
+
+    @property
+    def patch(self) -> Patch:
+        """Envelope and gain for the voices playing this preset."""
+        return self.envelope
+
+    def request(self, pitch: int, velocity: int, seed: int) -> NoteRequest:
+        """The model request for one note of this preset."""
+        return NoteRequest(instrument=self.instrument, pitch=pitch, velocity=velocity, seed=seed,
+                           sampling=self.sampling)  # fmt: skip
+
+    def with_program(self, program: int) -> Preset:
+        """This preset's envelope, gain and sampling with another GM program as the instrument."""
+        return dataclasses.replace(self, name=f"{self.name}@{program}", instrument=int(program))
+
+    def identity(self) -> str:
+        """What makes the generated notes differ (instrument and sampling), for cache keys."""
+        return self.request(60, 100, 0).cache_key().replace(";p=60;v=100;s=0", "")
+
+
+def preset_dir() -> Path:
+    """The installed presets: ``engine/presets`` (the repository's top-level ``presets/``)."""
+    return Path(__file__).resolve().parent / "presets"
+
+
+def _fail(path: Path, key: str, problem: str) -> MarsError:
+    return MarsError(f"preset {path}: '{key}' {problem}")
+
+
+def _number(path: Path, key: str, value: Any, low: float, high: float, *, low_open: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(path, key, f"must be a number, got {value!r}")
+    ok = (value > low if low_open else value >= low) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise _fail(path, key, f"must be in {bracket}{low}, {high}], got {value!r}")
+    return float(value)
+
+
+def _instrument(path: Path, value: Any) -> int | dict[int, float]:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 127:
+        return value
+    if isinstance(value, Mapping) and value:
+        morph: dict[int, float] = {}
+        for program, weight in value.items():
+            if not (isinstance(program, int) and 0 <= program <= 127):
+                raise _fail(path, "instrument", f"morph keys must be GM programs 0-127, got {program!r}")
+            morph[program] = _number(path, f"instrument.{program}", weight, 0.0, 1e6, low_open=True)
+        return morph
+    raise _fail(path, "instrument", f"must be a GM program 0-127 or a morph like {{0: 0.5, 48: 0.5}}, got {value!r}")
+
+
+def _section(path: Path, key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _fail(path, key, f"must be a mapping with keys {sorted(allowed)}, got {value!r}")
+    unknown = set(value) - allowed
+    if unknown:
+        raise _fail(path, f"{key}.{sorted(unknown)[0]}", f"is not a known key; allowed: {', '.join(sorted(allowed))}")
+    return dict(value)
+
+
+def parse_preset(data: Any, path: Path, name: str | None = None) -> Preset:
+    """Validate a preset's parsed YAML.
+
+    Args:
+        data: the YAML document (a mapping).
+        path: the file, for error messages.
+        name: the preset's name (default: the file's stem).
+    Raises:
+        MarsError: naming the file, the key and what is allowed.
+    """
+    if not isinstance(data, Mapping):
+        raise MarsError(f"preset {path}: must be a YAML mapping with keys {', '.join(sorted(_KEYS))}")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise _fail(path, str(sorted(unknown, key=str)[0]), f"is not a known key; allowed: {', '.join(sorted(_KEYS))}")
+    if "instrument" not in data:
+        raise _fail(path, "instrument", "is missing: give a GM program 0-127 or a morph {program: weight}")
+    instrument = _instrument(path, data["instrument"])
+    env = _section(path, "envelope", data.get("envelope"), {"attack", "release"})
+    attack = _number(path, "envelope.attack", env.get("attack", 0.002), 0.0, 10.0)
+    release = _number(path, "envelope.release", env.get("release", 0.3), 0.0, 30.0, low_open=True)
+    gain = _number(path, "gain", data.get("gain", 1.0), 0.0, 16.0)
+    s = _section(path, "sampling", data.get("sampling"), {"temperature", "top_k", "top_p", "guidance"})
+    top_k = s.get("top_k", 0)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise _fail(path, "sampling.top_k", f"must be an integer >= 0 (0 = off), got {top_k!r}")
+    sampling = Sampling(
+        temperature=_number(path, "sampling.temperature", s.get("temperature", 1.0), 0.0, 10.0, low_open=True),
+        top_k=top_k,
+        top_p=_number(path, "sampling.top_p", s.get("top_p", 1.0), 0.0, 1.0, low_open=True),
+        guidance=_number(path, "sampling.guidance", s.get("guidance", 0.0), 0.0, 100.0),
+    )
+    cache = data.get("cache", "disk")
+    if cache not in CACHE_POLICIES:
+        raise _fail(path, "cache", f"must be one of {', '.join(CACHE_POLICIES)}, got {cache!r}")
+    family = data.get("family")
+    if family is not None and family not in FAMILIES:
+        raise _fail(path, "family", f"must be one of {', '.join(FAMILIES)}, got {family!r}")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise _fail(path, "description", f"must be text, got {description!r}")
+    return Preset(name=name or path.stem, instrument=instrument, envelope=Patch(attack, release, gain),
+                  sampling=sampling, cache=cache, description=description, family=family, path=path)  # fmt: skip
+
+
+def load_preset(path: Path) -> Preset:
+    """Load and validate one preset file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise MarsError(f"cannot read preset {path}: {err.strerror or err}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise MarsError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
+    return parse_preset(data, path)
+
+
+def load_presets(directory: Path | None = None) -> dict[str, Preset]:
+    """Load every ``*.yaml`` preset of ``directory`` (default: the installed presets), by name."""
+    directory = preset_dir() if directory is None else Path(directory)
+    if not directory.is_dir():
+        raise MarsError(f"no preset directory at {directory}; reinstall mars-synth (presets are package data)")
+    return {path.stem: load_preset(path) for path in sorted(directory.glob("*.yaml"))}
+
+
+def find_preset(name: str, presets: Mapping[str, Preset] | None = None) -> Preset:
+    """A preset by name, or by path to a ``.yaml`` file.
+
+    Raises:
+        MarsError: listing the known names when there is no such preset.
+    """
+    if name.endswith((".yaml", ".yml")) or "/" in name:
+        return load_preset(Path(name))
+    presets = load_presets() if presets is None else presets
+    if name not in presets:
+        raise MarsError(f"unknown preset '{name}'; known presets: {', '.join(sorted(presets))} "
+                        "(or give a path to a preset .yaml file)")  # fmt: skip
+    return presets[name]

@@ -1,0 +1,355 @@
+"""Offline rendering: a MIDI file through the note cache and the engine core, on a sample clock, to WAV/FLAC.
+
+The steps: read the file into sample-stamped messages; walk them once to learn which
+preset plays each note and so which distinct notes are needed; bring those into the note
+cache (disk, else generated in batches); then play the messages into a :class:`Synth`,
+rendering the audio between consecutive messages in blocks, so every event lands on its
+exact sample.
+
+End of file: notes still held (no note-off, or a pedal never lifted) are released at the
+file's end with a warning. ``tail`` then decides how long the output runs: ``"auto"``
+until the mix falls below -90 dBFS (at most 30 s more), ``"eot"`` stops at the end of the
+file, a number of seconds renders exactly that much more.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.midi.midifile import DEFAULT_MAX_SECONDS, MidiScore, read_midi_file
+from engine.midi.program_map import DRUM_CHANNEL, ProgramMap
+from engine.note_cache import CacheStats, NoteCache, NoteKey
+from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, Synth
+from engine.synth.voice import Patch, velocity_gain
+from mars_model.api import NoteSource
+from mars_model.errors import MarsError
+
+SILENCE_DBFS = -90.0
+AUTO_TAIL_MAX_SECONDS = 30.0
+SAMPLE_RATES = (8000, 192000)
+
+
+@dataclass
+class RenderSettings:
+    """Everything ``render`` can be told.
+
+    Args:
+        sample_rate: output rate in Hz (8000..192000).
+        gain: master gain (linear) before the soft limiter.
+        polyphony: the most voices at once.
+        preset: one preset (name or ``.yaml`` path) for every channel, drums included.
+        channel_map: a YAML map file (see :mod:`engine.midi.program_map`).
+        tail: ``"auto"``, ``"eot"`` or seconds after the end of the file.
+        seed: sampling seed for every generated note.
+        cache_dir: the persistent note cache (``None``: generate everything, keep nothing).
+        block_size: frames per mixing block (events split blocks, so timing does not depend on it).
+        progress: show a progress bar while notes are generated.
+        max_seconds: refuse MIDI files longer than this.
+    """
+
+    sample_rate: int = 48000
+    gain: float = 0.5
+    polyphony: int = 64
+    preset: str | None = None
+    channel_map: Path | None = None
+    tail: str | float = "auto"
+    seed: int = 0
+    cache_dir: Path | None = None
+    block_size: int = 1024
+    progress: bool = True
+    max_seconds: float = DEFAULT_MAX_SECONDS
+
+    def check(self) -> None:
+        """Validate the settings (one MarsError naming the setting and what is allowed)."""
+        if not SAMPLE_RATES[0] <= self.sample_rate <= SAMPLE_RATES[1]:
+            raise MarsError(f"sample rate must be {SAMPLE_RATES[0]}..{SAMPLE_RATES[1]} Hz, got {self.sample_rate}")
+        if not 0 < self.polyphony <= 4096:
+            raise MarsError(f"polyphony must be 1..4096, got {self.polyphony}")
+        if not 0 <= self.gain <= 100:
+            raise MarsError(f"gain must be 0..100 (linear), got {self.gain}")
+        if not (self.tail in ("auto", "eot") or (isinstance(self.tail, float | int) and 0 <= self.tail <= 3600)):
+            raise MarsError(f"tail must be 'auto', 'eot' or seconds 0..3600, got {self.tail!r}")
+
+
+@dataclass
+class RenderReport:
+    """What a render did; :meth:`summary` is the line the CLI prints."""
+
+    frames: int = 0
+    sample_rate: int = 48000
+    notes: int = 0
+    skipped_notes: int = 0
+    distinct_notes: int = 0
+    cache: CacheStats = field(default_factory=CacheStats)
+    wall_seconds: float = 0.0
+    peak: float = 0.0
+    peak_voices: int = 0
+    steals: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def seconds(self) -> float:
+        """Length of the output in seconds."""
+        return self.frames / self.sample_rate
+
+    @property
+    def realtime_factor(self) -> float:
+        """Seconds of audio per second of wall time."""
+        return self.seconds / self.wall_seconds if self.wall_seconds > 0 else float("inf")
+
+    def summary(self) -> str:
+        """One line: duration, notes, cache hits, wall time, real-time factor."""
+        return (f"{self.seconds:.2f} s of audio, {self.notes} notes ({self.distinct_notes} distinct: "
+                f"{self.cache.hits} cache hits, {self.cache.generated} generated), "
+                f"wall {self.wall_seconds:.2f} s, {self.realtime_factor:.1f}x real time")  # fmt: skip
+
+
+@dataclass(frozen=True)
+class _PlannedNote:
+    key: NoteKey
+    patch: Patch
+
+
+def plan_notes(score: MidiScore, program_map: ProgramMap, cache: NoteCache,
+               report: RenderReport) -> list[_PlannedNote | None]:  # fmt: skip
+    """For each message, the note it starts (``None`` for other messages and skipped notes).
+
+    Follows program changes and bank selects channel by channel, as the synth will.
+    """
+    programs = [0] * 16
+    bank_msb = [0] * 16
+    bank_lsb = [0] * 16
+    plan: list[_PlannedNote | None] = []
+    drums = 0
+    unmapped: dict[int, int] = {}
+    for timed in score.messages:
+        msg = timed.message
+        planned = None
+        if msg.type == "program_change":
+            programs[msg.channel] = msg.program
+        elif msg.type == "control_change" and msg.control == CC_BANK_MSB:
+            bank_msb[msg.channel] = msg.value
+        elif msg.type == "control_change" and msg.control == CC_BANK_LSB:
+            bank_lsb[msg.channel] = msg.value
+        elif msg.type == "note_on" and msg.velocity > 0:
+            ch = msg.channel
+            preset = program_map.resolve(ch, bank_msb[ch] * 128 + bank_lsb[ch], programs[ch])
+            if preset is None:
+                report.skipped_notes += 1
+                if ch == DRUM_CHANNEL and ch not in program_map.channels:
+                    drums += 1
+                elif ch not in program_map.channels:
+                    unmapped[programs[ch]] = unmapped.get(programs[ch], 0) + 1
+            else:
+                planned = _PlannedNote(cache.key(preset, msg.note, msg.velocity), preset.patch)
+                report.notes += 1
+        plan.append(planned)
+    if drums:
+        report.warnings.append(f"skipped {drums} drum notes on channel 10 (the model makes no percussion; "
+                               "map channel 10 to a preset with --map to play them pitched)")  # fmt: skip
+    for program, count in sorted(unmapped.items()):
+        report.warnings.append(f"skipped {count} notes of GM program {program} (no preset for it; add one with --map)")
+    return plan
+
+
+def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, settings: RenderSettings,
+                 sink: Callable[[np.ndarray], None], report: RenderReport | None = None) -> RenderReport:  # fmt: skip
+    """Render a score, handing each finished block (float32 ``[2, n]``) to ``sink``.
+
+    Args:
+        score: the MIDI file, stamped at ``settings.sample_rate``.
+        cache: the note cache (filled here with every note the score needs).
+        program_map: channel/program -> preset.
+        settings: rate, gain, polyphony, tail, block size.
+        sink: receives each block; the array is reused, so copy or write it before returning.
+    """
+    report = RenderReport(sample_rate=settings.sample_rate) if report is None else report
+    plan = plan_notes(score, program_map, cache, report)
+    keys = [p.key for p in plan if p is not None]
+    cache.fill(keys)
+    report.distinct_notes = len(set(keys))
+    report.cache = cache.stats
+    synth = Synth(settings.sample_rate, settings.polyphony, settings.block_size, settings.gain)
+    block = np.zeros((2, settings.block_size), np.float32)
+    now = 0
+
+    def advance(until: int) -> float:
+        # Render up to sample `until`; returns the last block's peak.
+        nonlocal now
+        last_peak = 0.0
+        while now < until:
+            n = min(settings.block_size, until - now)
+            last_peak = synth.render(block, n)
+            report.peak = max(report.peak, last_peak)
+            sink(block[:, :n])
+            now += n
+        return last_peak
+
+    for timed, planned in zip(score.messages, plan, strict=True):
+        if timed.sample > now:
+            advance(timed.sample)
+        _dispatch(synth, timed.message, planned, cache)
+    if score.end_sample > now:
+        advance(score.end_sample)
+    still_held = sum(1 for v in synth.voices if v.state.name in ("HELD", "SUSTAINED"))
+    if still_held:
+        report.warnings.append(f"{still_held} notes were still held at the end of the file; released there")
+    synth.release_all()
+    if settings.tail == "eot":
+        pass
+    elif settings.tail == "auto":
+        silence = 10 ** (SILENCE_DBFS / 20)
+        limit = now + int(AUTO_TAIL_MAX_SECONDS * settings.sample_rate)
+        while synth.busy and now < limit:
+            if advance(min(now + settings.block_size, limit)) < silence:
+                break
+    else:
+        advance(now + int(round(float(settings.tail) * settings.sample_rate)))
+    report.frames = now
+    report.peak_voices = synth.peak_voices
+    report.steals = synth.steals
+    report.warnings.extend(w for w in cache.warnings if w not in report.warnings)
+    return report
+
+
+def _dispatch(synth: Synth, msg, planned: _PlannedNote | None, cache: NoteCache) -> None:
+    kind = msg.type
+    if kind == "note_on" and msg.velocity > 0:
+        if planned is not None:
+            sample = cache.get(planned.key)
+            gain = velocity_gain(msg.velocity, planned.key.velocity)
+            synth.note_on(msg.channel, msg.note, msg.velocity, sample, planned.patch, gain)
+    elif kind in ("note_off", "note_on"):
+        synth.note_off(msg.channel, msg.note)
+    elif kind == "control_change":
+        synth.control_change(msg.channel, msg.control, msg.value)
+    elif kind == "pitchwheel":
+        synth.pitch_bend(msg.channel, msg.pitch)
+    elif kind == "program_change":
+        synth.program_change(msg.channel, msg.program)
+
+
+def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> NoteCache:
+    """The note cache a render uses: the given source, else the shipped model, loaded only on a miss."""
+    from engine.model import default_model_id, default_note_source
+
+    if source is not None:
+        return NoteCache(settings.sample_rate, source, str(source.model_id), settings.seed,
+                         settings.cache_dir, progress=settings.progress)  # fmt: skip
+    model_id = default_model_id()
+    loaded = None
+    if model_id is None:
+        loaded = default_note_source()
+        model_id = str(loaded.model_id)
+    return NoteCache(settings.sample_rate, loaded or default_note_source, model_id, settings.seed,
+                     settings.cache_dir, progress=settings.progress)  # fmt: skip
+
+
+def render_to_array(midi_path: Path | str, settings: RenderSettings,
+                    source: NoteSource | None = None) -> tuple[np.ndarray, RenderReport]:  # fmt: skip
+    """Render a MIDI file into memory.
+
+    Returns:
+        float32 ``[2, frames]`` stereo audio and the report.
+    """
+    settings.check()
+    started = time.perf_counter()
+    score = read_midi_file(midi_path, settings.sample_rate, settings.max_seconds)
+    if score.note_count == 0:
+        raise MarsError(f"{midi_path} has no notes; nothing to render")
+    program_map = ProgramMap.load(settings.channel_map, settings.preset)
+    cache = make_cache(settings, source)
+    blocks: list[np.ndarray] = []
+    report = render_score(score, cache, program_map, settings, lambda b: blocks.append(b.copy()))
+    report.warnings[:0] = score.warnings
+    audio = np.concatenate(blocks, axis=1) if blocks else np.zeros((2, 0), np.float32)
+    report.wall_seconds = time.perf_counter() - started
+    return audio, report
+
+
+FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+SUBTYPES = {"16": "PCM_16", "24": "PCM_24", "float": "FLOAT", "pcm_16": "PCM_16", "pcm_24": "PCM_24"}
+
+
+def output_format(path: Path, fmt: str | None, subtype: str | None) -> tuple[str, str]:
+    """The soundfile (format, subtype) for an output path and the ``--format``/``--subtype`` options.
+
+    The format comes from the extension unless given; the subtype defaults to 24-bit PCM.
+    """
+    if fmt is None:
+        fmt = FORMATS.get(path.suffix.lower())
+        if fmt is None:
+            raise MarsError(f"cannot tell the format of '{path}' from its extension; "
+                            "use .wav or .flac, or give --format wav|flac")  # fmt: skip
+    else:
+        fmt = fmt.upper()
+        if fmt not in FORMATS.values():
+            raise MarsError(f"unknown format '{fmt.lower()}'; allowed: wav, flac")
+    chosen = SUBTYPES.get((subtype or "24").lower())
+    if chosen is None:
+        raise MarsError(f"unknown subtype '{subtype}'; allowed: 16, 24, float")
+    if fmt == "FLAC" and chosen == "FLOAT":
+        raise MarsError("FLAC cannot hold float samples; use --subtype 16 or 24, or write a .wav")
+    return fmt, chosen
+
+
+def render_file(midi_path: Path | str, output_path: Path | str, settings: RenderSettings,
+                source: NoteSource | None = None, fmt: str | None = None,
+                subtype: str | None = None) -> RenderReport:  # fmt: skip
+    """Render a MIDI file to a WAV or FLAC file, streaming blocks to disk.
+
+    The output is opened before any note is generated, so an unwritable path fails at
+    once; a failed render removes the partial file.
+
+    Raises:
+        MarsError: bad MIDI, settings, presets or map; unwritable output; no model.
+    """
+    import soundfile
+
+    settings.check()
+    started = time.perf_counter()
+    output_path = Path(output_path)
+    file_format, file_subtype = output_format(output_path, fmt, subtype)
+    score = read_midi_file(midi_path, settings.sample_rate, settings.max_seconds)
+    if score.note_count == 0:
+        raise MarsError(f"{midi_path} has no notes; nothing to render")
+    program_map = ProgramMap.load(settings.channel_map, settings.preset)
+    if output_path.is_dir():
+        raise MarsError(f"{output_path} is a directory; give a file name such as {output_path / 'song.wav'}")
+    try:
+        out = soundfile.SoundFile(str(output_path), "w", settings.sample_rate, 2, file_subtype, format=file_format)
+    except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
+        raise MarsError(f"cannot write {output_path}: {str(err).splitlines()[0]}; choose a writable path with -o") from None
+    report = RenderReport(sample_rate=settings.sample_rate)
+    report.warnings.extend(score.warnings)
+    ok = False
+    try:
+        cache = make_cache(settings, source)
+
+        # Blocks are gathered into one interleaved buffer and written in large chunks.
+        chunk = np.empty((max(65536, settings.block_size), 2), np.float32)
+        filled = 0
+
+        def write(block: np.ndarray) -> None:
+            nonlocal filled
+            n = block.shape[1]
+            if filled + n > chunk.shape[0]:
+                out.write(chunk[:filled])
+                filled = 0
+            chunk[filled : filled + n] = block.T
+            filled += n
+
+        render_score(score, cache, program_map, settings, write, report)
+        out.write(chunk[:filled])
+        ok = True
+    finally:
+        out.close()
+        if not ok:
+            output_path.unlink(missing_ok=True)
+    report.wall_seconds = time.perf_counter() - started
+    return report

@@ -1,0 +1,313 @@
+"""The engine core shared by live play and ``render``: MIDI-level control of a voice pool, and the mix.
+
+:class:`Synth` is FluidSynth's ``synth`` side: it owns channel state, decides which voice
+plays, holds, releases or is stolen; :meth:`Synth.render` then mixes the voices into a
+stereo block through the master gain and the soft limiter. It is single-threaded by
+design: the offline renderer calls it from its loop on a sample clock; the live engine
+calls it from the audio callback, after draining the events other threads queued for it.
+Neither :meth:`Synth.render` nor the control methods allocate arrays or take locks.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from engine.synth.channel import VIBRATO_HZ, ChannelState
+from engine.synth.mixer import SoftLimiter
+from engine.synth.sample import NoteSample
+from engine.synth.voice import MixScratch, Patch, Voice, VoiceState, semitones_to_rate
+
+NUM_CHANNELS = 16
+CC_BANK_MSB, CC_MODULATION, CC_DATA_MSB, CC_VOLUME, CC_PAN, CC_EXPRESSION = 0, 1, 6, 7, 10, 11
+CC_BANK_LSB, CC_DATA_LSB, CC_SUSTAIN, CC_SOSTENUTO = 32, 38, 64, 66
+CC_ALL_SOUND_OFF, CC_RESET_CONTROLLERS, CC_ALL_NOTES_OFF = 120, 121, 123
+#: Slots beyond the polyphony limit where stolen voices finish their fade.
+_FADE_SLOTS_MIN = 8
+
+
+class Synth:
+    """Sixteen MIDI channels playing :class:`NoteSample` notes through a voice pool and a stereo mixer.
+
+    Voice stealing. When a note starts and ``polyphony`` voices already sound, one voice is
+    stolen: the one with the smallest key ``(class, age, loudness)``, where class orders
+    released (key up, fading) < sustained (key up, held by a pedal) < held (key down), age
+    prefers the oldest note, and loudness (envelope level times gain) breaks the remaining
+    ties towards the quietest. The stolen voice fades out over 3 ms (at most 5 ms) in a
+    spare slot, so stealing never clicks.
+
+    Retrigger. A note-on for a key that is already sounding on the same channel releases
+    the old voice (normal release envelope) and starts a new one.
+
+    Args:
+        sample_rate: output rate in Hz; every :class:`NoteSample` must have this rate.
+        polyphony: the most voices sounding at once (stolen voices fading out excluded).
+        block_size: the largest block :meth:`render` is asked for, in frames.
+        gain: master gain (linear) before the limiter.
+    """
+
+    def __init__(self, sample_rate: int = 48000, polyphony: int = 64, block_size: int = 512,
+                 gain: float = 0.5) -> None:  # fmt: skip
+        if polyphony < 1:
+            raise ValueError(f"polyphony must be >= 1, got {polyphony}")
+        self.sample_rate = int(sample_rate)
+        self.polyphony = int(polyphony)
+        self.block_size = int(block_size)
+        self.gain = float(gain)
+        self.channels = [ChannelState(n) for n in range(NUM_CHANNELS)]
+        self.voices = [Voice() for _ in range(self.polyphony + max(_FADE_SLOTS_MIN, self.polyphony // 4))]
+        self.limiter = SoftLimiter(self.sample_rate, self.block_size)
+        self._scratch = MixScratch(self.block_size)
+        self._increments = np.empty(self.block_size, np.float64)
+        self._serial = 0
+        self._sounding = 0  # voices counted against polyphony
+        #: The most voices ever sounding at once (a statistic for tests and reports).
+        self.peak_voices = 0
+        #: Voices stolen so far.
+        self.steals = 0
+
+    # ----------------------------------------------------------------- control side
+
+    def note_on(self, channel: int, key: int, velocity: int, sample: NoteSample, patch: Patch,
+                gain: float = 1.0) -> Voice:  # fmt: skip
+        """Start a note. Velocity 0 is a note-off (MIDI running-status convention).
+
+        Args:
+            channel: 0-based MIDI channel.
+            key: the MIDI key played; the sample is transposed from its ``root_pitch``.
+            velocity: 1..127 (stored for reports; loudness comes through ``gain``).
+            sample: the prepared note, at this synth's sample rate.
+            patch: envelope and preset gain.
+            gain: the note's own gain (the velocity curve, see ``velocity_gain``).
+        Returns:
+            The voice now playing the note.
+        """
+        if sample.sample_rate != self.sample_rate:
+            raise ValueError(f"sample rate {sample.sample_rate} != synth rate {self.sample_rate}")
+        self._release_key(channel, key, retrigger=True)
+        if self._sounding >= self.polyphony:
+            self._steal_one()
+        voice = self._free_slot()
+        self._serial += 1
+        voice.start(sample, channel, key, velocity, gain, patch, self._serial)
+        voice.rate = self._voice_rate(voice, self.channels[channel])
+        self._sounding += 1
+        self.peak_voices = max(self.peak_voices, self._sounding)
+        return voice
+
+    def note_off(self, channel: int, key: int) -> None:
+        """Key up: release the key's voices, unless the sustain or sostenuto pedal holds them."""
+        self._release_key(channel, key, retrigger=False)
+
+    def control_change(self, channel: int, control: int, value: int) -> None:
+        """Apply a MIDI control change (CC0/32 bank, 1 modulation, 6/38 data entry, 7 volume,
+        10 pan, 11 expression, 64 sustain, 66 sostenuto, 98-101 (N)RPN, 120 all sound off,
+        121 reset controllers, 123 all notes off). Other controllers are ignored."""
+        state = self.channels[channel]
+        if control == CC_VOLUME:
+            state.volume = value
+        elif control == CC_EXPRESSION:
+            state.expression = value
+        elif control == CC_PAN:
+            state.pan = value
+        elif control == CC_MODULATION:
+            state.modulation = value
+        elif control == CC_BANK_MSB:
+            state.bank_msb = value
+        elif control == CC_BANK_LSB:
+            state.bank_lsb = value
+        elif control == CC_SUSTAIN:
+            self._set_sustain(state, value >= 64)
+        elif control == CC_SOSTENUTO:
+            self._set_sostenuto(state, value >= 64)
+        elif control in (98, 99, 100, 101):
+            state.select_rpn(control, value)
+        elif control in (CC_DATA_MSB, CC_DATA_LSB):
+            state.data_entry(control, value)
+            self._update_rates(channel)
+        elif control == CC_ALL_SOUND_OFF:
+            self.all_sound_off(channel)
+        elif control == CC_RESET_CONTROLLERS:
+            state.reset_controllers()
+            self._release_unheld(channel)
+            self._update_rates(channel)
+        elif control == CC_ALL_NOTES_OFF:
+            self.all_notes_off(channel)
+
+    def pitch_bend(self, channel: int, value: int) -> None:
+        """Pitch bend, ``value`` in -8192..8191; the range is set by RPN 0 (default +/-2 semitones)."""
+        self.channels[channel].bend = int(value)
+        self._update_rates(channel)
+
+    def program_change(self, channel: int, program: int) -> None:
+        """Store the channel's program; it applies to notes started afterwards."""
+        self.channels[channel].program = int(program)
+
+    def all_notes_off(self, channel: int | None = None) -> None:
+        """Key up for every note of ``channel`` (all channels if ``None``); pedals still hold them."""
+        for voice in self.voices:
+            if voice.state == VoiceState.HELD and (channel is None or voice.channel == channel):
+                self._key_up(voice, self.channels[voice.channel])
+
+    def all_sound_off(self, channel: int | None = None) -> None:
+        """Silence ``channel`` (all if ``None``) within the steal fade, ignoring envelopes and pedals."""
+        for voice in self.voices:
+            if voice.state not in (VoiceState.FREE, VoiceState.STOLEN) and (
+                channel is None or voice.channel == channel
+            ):
+                voice.steal()
+                self._sounding -= 1
+
+    def release_all(self) -> None:
+        """Release every voice now, pedals included (end of a file)."""
+        for voice in self.voices:
+            if voice.state in (VoiceState.HELD, VoiceState.SUSTAINED):
+                voice.key_down = False
+                voice.sostenuto = False
+                self._release(voice)
+
+    def reset(self) -> None:
+        """Free every voice at once and restore every channel to its power-on state."""
+        for voice in self.voices:
+            voice.free()
+        self._sounding = 0
+        self.channels = [ChannelState(n) for n in range(NUM_CHANNELS)]
+        self.limiter.gain = 1.0
+
+    @property
+    def active_voices(self) -> int:
+        """Voices counted against the polyphony limit (held, sustained or releasing)."""
+        return self._sounding
+
+    @property
+    def busy(self) -> bool:
+        """Whether any voice still makes sound (stolen voices fading out included)."""
+        return any(voice.state != VoiceState.FREE for voice in self.voices)
+
+    # ------------------------------------------------------------------ render side
+
+    def render(self, out: np.ndarray, frames: int | None = None) -> float:
+        """Mix the next block into ``out`` (overwritten) and return its peak after the limiter.
+
+        Args:
+            out: float32 ``[2, >= frames]``, C-contiguous rows; left in row 0, right in row 1.
+            frames: frames to render, <= ``block_size`` (default: ``out.shape[1]``).
+        """
+        n = out.shape[1] if frames is None else frames
+        if n > self.block_size:
+            raise ValueError(f"block of {n} frames > block_size {self.block_size}")
+        out[:, :n] = 0.0
+        for voice in self.voices:
+            if voice.state == VoiceState.FREE:
+                continue
+            state = self.channels[voice.channel]
+            left, right = state.gains()
+            was_counted = voice.state != VoiceState.STOLEN
+            increments = None
+            if state.modulation > 0:
+                increments = self._vibrato_increments(voice, state, n)
+            voice.render(out, n, self._scratch, left * self.gain, right * self.gain, increments)
+            if voice.state == VoiceState.FREE and was_counted:
+                self._sounding -= 1
+        for state in self.channels:
+            if state.modulation > 0:
+                state.vibrato_phase = (state.vibrato_phase + 2 * math.pi * VIBRATO_HZ * n / self.sample_rate) % (2 * math.pi)
+        return self.limiter.process(out, n)
+
+    # ------------------------------------------------------------------ internals
+
+    def _vibrato_increments(self, voice: Voice, state: ChannelState, n: int) -> np.ndarray:
+        inc = self._increments[:n]
+        np.multiply(self._scratch.ramp[:n], 2 * math.pi * VIBRATO_HZ / self.sample_rate, out=inc)
+        inc += state.vibrato_phase
+        np.sin(inc, out=inc)
+        inc *= state.vibrato_depth
+        inc += 1.0
+        inc *= voice.rate
+        return inc
+
+    def _voice_rate(self, voice: Voice, state: ChannelState) -> float:
+        sample = voice.sample
+        root = sample.root_pitch if sample is not None else voice.key
+        return semitones_to_rate(voice.key - root + state.bend_semitones)
+
+    def _update_rates(self, channel: int) -> None:
+        state = self.channels[channel]
+        for voice in self.voices:
+            if voice.state != VoiceState.FREE and voice.channel == channel:
+                voice.rate = self._voice_rate(voice, state)
+
+    def _release_key(self, channel: int, key: int, retrigger: bool) -> None:
+        state = self.channels[channel]
+        for voice in self.voices:
+            if voice.channel != channel or voice.key != key:
+                continue
+            if retrigger and voice.state in (VoiceState.HELD, VoiceState.SUSTAINED):
+                voice.key_down = False
+                voice.sostenuto = False
+                self._release(voice)
+            elif not retrigger and voice.state == VoiceState.HELD:
+                self._key_up(voice, state)
+
+    def _key_up(self, voice: Voice, state: ChannelState) -> None:
+        voice.key_down = False
+        if voice.sostenuto or state.sustain:
+            voice.state = VoiceState.SUSTAINED
+        else:
+            self._release(voice)
+
+    @staticmethod
+    def _release(voice: Voice) -> None:
+        voice.release()
+
+    def _set_sustain(self, state: ChannelState, down: bool) -> None:
+        state.sustain = down
+        if not down:
+            self._release_unheld(state.number)
+
+    def _set_sostenuto(self, state: ChannelState, down: bool) -> None:
+        if down and not state.sostenuto:
+            # Latch the notes whose keys are down now; later notes are not held by this press.
+            for voice in self.voices:
+                if voice.channel == state.number and voice.state == VoiceState.HELD:
+                    voice.sostenuto = True
+        state.sostenuto = down
+        if not down:
+            for voice in self.voices:
+                if voice.channel == state.number:
+                    voice.sostenuto = False
+            self._release_unheld(state.number)
+
+    def _release_unheld(self, channel: int) -> None:
+        state = self.channels[channel]
+        for voice in self.voices:
+            if (voice.channel == channel and voice.state == VoiceState.SUSTAINED
+                    and not voice.sostenuto and not state.sustain):  # fmt: skip
+                self._release(voice)
+
+    def _steal_one(self) -> None:
+        victim: Voice | None = None
+        best: tuple[int, int, float] | None = None
+        for voice in self.voices:
+            if voice.state in (VoiceState.FREE, VoiceState.STOLEN):
+                continue
+            score = (int(voice.state), voice.serial, voice.loudness)
+            if best is None or score < best:
+                best, victim = score, voice
+        if victim is not None:
+            victim.steal()
+            self._sounding -= 1
+            self.steals += 1
+
+    def _free_slot(self) -> Voice:
+        quietest: Voice | None = None
+        for voice in self.voices:
+            if voice.state == VoiceState.FREE:
+                return voice
+            if voice.state == VoiceState.STOLEN and (quietest is None or voice.level < quietest.level):
+                quietest = voice
+        # Every spare slot is still fading a stolen voice: cut the quietest (nearly silent) one.
+        assert quietest is not None, "voice pool larger than polyphony guarantees a stolen slot"
+        quietest.free()
+        return quietest

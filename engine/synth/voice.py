@@ -1,0 +1,299 @@
+"""Voices: one sounding note each, read from a :class:`NoteSample` with envelope, transposition and loop.
+
+This is the render side (FluidSynth's ``rvoice``): a voice only knows how to add its next
+block of audio to a stereo bus. Which voice plays what, and when it is released or stolen,
+is decided by :class:`engine.synth.synth.Synth`. Every buffer a voice needs while mixing
+lives in a :class:`MixScratch` allocated once, so rendering a block allocates no arrays.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+from engine.synth.sample import NoteSample
+
+#: A released voice is freed once its envelope falls below this (-80 dB).
+SILENCE = 1e-4
+#: The release envelope falls by 60 dB over the patch's release time (then on to SILENCE).
+RELEASE_DB = 60.0
+#: Fade applied to a stolen or all-sound-off voice (the issue allows at most 5 ms).
+STEAL_FADE_SECONDS = 0.003
+
+
+class VoiceState(IntEnum):
+    """Where a voice is in its life. The order is the stealing order's first criterion."""
+
+    FREE = 0
+    RELEASED = 1  # key up, release envelope running
+    SUSTAINED = 2  # key up, held by the sustain (CC64) or sostenuto (CC66) pedal
+    HELD = 3  # key down
+    STOLEN = 4  # fading out over STEAL_FADE_SECONDS, no longer counted against polyphony
+
+
+@dataclass(frozen=True)
+class Patch:
+    """How a preset plays a note: the engine's envelope and gain on top of the generated audio.
+
+    Args:
+        attack: seconds of the linear fade-in at note start (>= 0).
+        release: seconds for the release envelope to fall by 60 dB after key up (> 0).
+        gain: linear gain of the preset.
+    """
+
+    attack: float = 0.002
+    release: float = 0.3
+    gain: float = 1.0
+
+
+class MixScratch:
+    """Buffers shared by all voices of one mixer while they render a block (one thread only).
+
+    Args:
+        block_size: the largest block ever rendered, in frames.
+    """
+
+    def __init__(self, block_size: int) -> None:
+        n = int(block_size)
+        self.block_size = n
+        self.ramp = np.arange(n + 1, dtype=np.float64)  # 0, 1, ..., n
+        self.positions = np.empty(n, np.float64)
+        self.frac = np.empty(n, np.float64)
+        self.index = np.empty(n, np.intp)
+        self.next_value = np.empty(n, np.float32)
+        self.mono = np.empty(n, np.float32)
+        self.envelope = np.empty(n, np.float32)
+        self.gain_curve = np.empty(n, np.float32)
+        self.weighted = np.empty(n, np.float32)
+        self.pair = np.zeros((2, 1), np.float32)
+        self.stereo = np.empty((2, n), np.float32)
+
+
+class Voice:
+    """One sounding note. Created once per pool slot and reused; see :meth:`start`."""
+
+    __slots__ = ("state", "channel", "key", "velocity", "serial", "sample", "pos", "in_loop",
+                 "rate", "level", "attack_step", "release_coef", "steal_step", "gain",
+                 "key_down", "sostenuto", "gain_l", "gain_r", "started")  # fmt: skip
+
+    def __init__(self) -> None:
+        self.state = VoiceState.FREE
+        self.channel = -1
+        self.key = -1
+        self.velocity = 0
+        self.serial = 0
+        self.sample: NoteSample | None = None
+        self.pos = 0.0
+        self.in_loop = False
+        self.rate = 1.0
+        self.level = 0.0
+        self.attack_step = 1.0
+        self.release_coef = 0.0
+        self.steal_step = 0.0
+        self.gain = 0.0
+        self.key_down = False
+        self.sostenuto = False
+        self.gain_l = 0.0  # gains reached at the end of the last block (ramped from, to avoid zipper noise)
+        self.gain_r = 0.0
+        self.started = False
+
+    def __repr__(self) -> str:
+        return (f"Voice({self.state.name}, ch={self.channel}, key={self.key}, vel={self.velocity}, "
+                f"serial={self.serial}, level={self.level:.3f})")  # fmt: skip
+
+    def start(self, sample: NoteSample, channel: int, key: int, velocity: int, gain: float,
+              patch: Patch, serial: int) -> None:  # fmt: skip
+        """Begin playing ``sample`` for ``key`` (the key is down).
+
+        Args:
+            gain: the note's linear gain (velocity curve times preset gain).
+            serial: start order, used as the note's age when stealing.
+        """
+        rate = sample.sample_rate
+        self.state = VoiceState.HELD
+        self.channel, self.key, self.velocity, self.serial = channel, key, velocity, serial
+        self.sample = sample
+        self.pos = 0.0
+        self.in_loop = False
+        self.rate = 1.0
+        attack_frames = patch.attack * rate
+        self.level = 0.0 if attack_frames >= 1 else 1.0
+        self.attack_step = 1.0 / attack_frames if attack_frames >= 1 else 1.0
+        self.release_coef = 10.0 ** (-RELEASE_DB / 20.0 / max(patch.release * rate, 1.0))
+        self.steal_step = 1.0 / max(STEAL_FADE_SECONDS * rate, 1.0)
+        self.gain = gain * patch.gain
+        self.key_down = True
+        self.sostenuto = False
+        self.started = False
+
+    @property
+    def loudness(self) -> float:
+        """The voice's current amplitude scale (envelope level times gain), for stealing."""
+        return self.level * self.gain
+
+    def release(self) -> None:
+        """Start the release envelope (key up and no pedal holds it)."""
+        if self.state in (VoiceState.HELD, VoiceState.SUSTAINED):
+            self.state = VoiceState.RELEASED
+            self._leave_loop_if_clean()
+
+    def steal(self) -> None:
+        """Fade out over STEAL_FADE_SECONDS, then free the voice."""
+        if self.state != VoiceState.FREE:
+            self.state = VoiceState.STOLEN
+
+    def free(self) -> None:
+        """Stop at once (no fade)."""
+        self.state = VoiceState.FREE
+        self.sample = None
+
+    def _leave_loop_if_clean(self) -> None:
+        # In the loop, outside the crossfade, the loop equals data[loop_start + j]: continue there,
+        # so a long-held note ends with the generated sustain end and release tail.
+        sample = self.sample
+        if self.in_loop and sample is not None and self.pos < sample.loop_length - sample.crossfade:
+            self.pos += sample.loop_start
+            self.in_loop = False
+
+    def render(self, bus: np.ndarray, frames: int, scratch: MixScratch, target_l: float,
+               target_r: float, increments: np.ndarray | None = None) -> None:  # fmt: skip
+        """Add the next ``frames`` frames of this voice to ``bus``.
+
+        Args:
+            bus: float32 ``[2, >= frames]`` stereo bus, added to.
+            frames: frames to render (<= ``scratch.block_size``).
+            target_l, target_r: channel gains (pan, volume, expression, master) to reach by
+                the end of the block; the gain ramps linearly from the previous block's.
+            increments: float64 ``[>= frames]`` per-frame read increments when the playback
+                rate varies inside the block (vibrato), else ``None`` to use ``self.rate``.
+        """
+        sample = self.sample
+        if sample is None or self.state == VoiceState.FREE:
+            return
+        mono = scratch.mono
+        done = 0
+        while done < frames:
+            count = frames - done
+            looping = self.state in (VoiceState.HELD, VoiceState.SUSTAINED, VoiceState.STOLEN)
+            if self.in_loop:
+                buffer = sample.loop
+                limit = float(sample.loop_length)
+            else:
+                buffer = sample.data
+                limit = float(sample.loop_entry if looping else sample.length)
+            pos = scratch.positions[:count]
+            if increments is None:
+                np.multiply(scratch.ramp[:count], self.rate, out=pos)
+            else:
+                pos[0] = 0.0
+                np.cumsum(increments[done : done + count - 1], out=pos[1:])
+            pos += self.pos
+            m = int(np.searchsorted(pos, limit))
+            if m > 0:
+                self._interpolate(buffer, pos[:m], mono[done : done + m], scratch)
+            step = self.rate if increments is None else float(increments[done + m - 1]) if m > 0 else 0.0
+            next_pos = (float(pos[m - 1]) + step) if m > 0 else self.pos
+            done += m
+            if m == count and next_pos < limit:
+                self.pos = next_pos
+                break
+            # Crossed the limit: wrap, enter the loop, or end.
+            if self.in_loop:
+                self.pos = next_pos - sample.loop_length
+                if self.state == VoiceState.RELEASED:
+                    self._leave_loop_if_clean()
+            elif looping:
+                self.in_loop = True
+                self.pos = next_pos - sample.loop_start
+            else:
+                mono[done:frames] = 0.0
+                self.state = VoiceState.FREE
+                break
+        self._apply_envelope_and_mix(bus, frames, scratch, target_l, target_r)
+
+    @staticmethod
+    def _interpolate(buffer: np.ndarray, pos: np.ndarray, out: np.ndarray, scratch: MixScratch) -> None:
+        m = pos.shape[0]
+        frac = scratch.frac[:m]
+        index = scratch.index[:m]
+        nxt = scratch.next_value[:m]
+        np.copyto(index, pos, casting="unsafe")  # truncation = floor: positions are >= 0
+        np.subtract(pos, index, out=frac)
+        np.take(buffer, index, out=out)
+        index += 1
+        np.take(buffer, index, out=nxt)
+        nxt -= out
+        np.multiply(nxt, frac, out=nxt, casting="same_kind")
+        out += nxt
+
+    def _apply_envelope_and_mix(self, bus: np.ndarray, frames: int, scratch: MixScratch,
+                                target_l: float, target_r: float) -> None:  # fmt: skip
+        mono = scratch.mono[:frames]
+        env = scratch.envelope[:frames]
+        ramp = scratch.ramp[:frames]
+        state = self.state
+        end_level = self.level
+        if state == VoiceState.STOLEN:
+            np.multiply(ramp, -self.steal_step, out=env, casting="same_kind")
+            env += self.level
+            np.maximum(env, 0.0, out=env)
+            mono *= env
+            end_level = max(0.0, self.level - self.steal_step * frames)
+            if end_level <= 0.0:
+                state = VoiceState.FREE
+        elif state == VoiceState.RELEASED:
+            np.power(self.release_coef, ramp, out=env, casting="same_kind")
+            env *= self.level
+            mono *= env
+            end_level = self.level * self.release_coef**frames
+            if end_level < SILENCE:
+                state = VoiceState.FREE
+        elif self.level < 1.0:  # attack (FREE here means the note ran out this block: finish its envelope)
+            np.multiply(ramp, self.attack_step, out=env, casting="same_kind")
+            env += self.level
+            np.minimum(env, 1.0, out=env)
+            mono *= env
+            end_level = min(1.0, self.level + self.attack_step * frames)
+        self.level = end_level
+        # Stereo gains ramp from last block's to this block's target (no zipper noise on CC7/CC10).
+        gain = self.gain
+        start_l, start_r = (self.gain_l, self.gain_r) if self.started else (target_l, target_r)
+        self.started = True
+        if start_l == target_l and start_r == target_r:
+            pair = scratch.pair
+            pair[0, 0] = target_l * gain
+            pair[1, 0] = target_r * gain
+            stereo = scratch.stereo[:, :frames]
+            np.multiply(pair, mono, out=stereo)
+            bus[:, :frames] += stereo
+        else:
+            weighted = scratch.weighted[:frames]
+            curve = scratch.gain_curve[:frames]
+            for row, g0, g1 in ((0, start_l, target_l), (1, start_r, target_r)):
+                np.multiply(ramp, (g1 - g0) * gain / frames, out=curve, casting="same_kind")
+                curve += g0 * gain
+                np.multiply(mono, curve, out=weighted)
+                bus[row, :frames] += weighted
+        self.gain_l, self.gain_r = target_l, target_r
+        if state == VoiceState.FREE:
+            self.free()
+        else:
+            self.state = state
+
+
+def velocity_gain(velocity: int, generated_velocity: int) -> float:
+    """Linear gain for playing a note generated at ``generated_velocity`` with ``velocity``.
+
+    The model already makes the loudness and timbre of its velocity buckets; inside a bucket
+    the engine scales by ``(velocity / generated_velocity) ** 2`` (the 40 dB MIDI velocity
+    curve General MIDI synthesizers use).
+    """
+    return (max(1, velocity) / max(1, generated_velocity)) ** 2
+
+
+def semitones_to_rate(semitones: float) -> float:
+    """Playback rate that transposes by ``semitones``."""
+    return math.pow(2.0, semitones / 12.0)
