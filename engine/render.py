@@ -60,7 +60,7 @@ class RenderSettings:
     tail: str | float = "auto"
     seed: int = 0
     cache_dir: Path | None = None
-    block_size: int = 1024
+    block_size: int = 4096
     progress: bool = True
     max_seconds: float = DEFAULT_MAX_SECONDS
 

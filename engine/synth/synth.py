@@ -207,7 +207,19 @@ class Synth:
             increments = None
             if state.modulation > 0:
                 increments = self._vibrato_increments(voice, state, n)
-            voice.render(out, n, self._scratch, left * self.gain, right * self.gain, increments)
+            left, right = left * self.gain, right * self.gain
+            pending = voice.min_frames - voice.played if voice.release_pending else 0
+            if 0 < pending < n:
+                # A note-off that came before MIN_NOTE_SECONDS of sound takes effect mid-block.
+                voice.render(out, pending, self._scratch, left, right, increments)
+                voice.release()
+                rest = out[:, pending:n]
+                tail_increments = None if increments is None else increments[pending:n]
+                voice.render(rest, n - pending, self._scratch, left, right, tail_increments)
+            else:
+                if voice.release_pending and pending <= 0:
+                    voice.release()
+                voice.render(out, n, self._scratch, left, right, increments)
             if voice.state == VoiceState.FREE and was_counted:
                 self._sounding -= 1
         for state in self.channels:

@@ -22,6 +22,9 @@ SILENCE = 1e-4
 RELEASE_DB = 60.0
 #: Fade applied to a stolen or all-sound-off voice (the issue allows at most 5 ms).
 STEAL_FADE_SECONDS = 0.003
+#: A note-off earlier than this after the note-on is delayed to it (as FluidSynth's min-note-length),
+#: so zero-length MIDI notes still sound.
+MIN_NOTE_SECONDS = 0.01
 
 
 class VoiceState(IntEnum):
@@ -61,7 +64,10 @@ class MixScratch:
         self.block_size = n
         self.ramp = np.arange(n + 1, dtype=np.float64)  # 0, 1, ..., n
         self.positions = np.empty(n, np.float64)
+        self.floor = np.empty(n, np.float64)
         self.frac = np.empty(n, np.float64)
+        self.frac32 = np.empty(n, np.float32)
+        self.ramp32 = np.arange(n + 1, dtype=np.float32)
         self.index = np.empty(n, np.intp)
         self.next_value = np.empty(n, np.float32)
         self.mono = np.empty(n, np.float32)
@@ -77,7 +83,8 @@ class Voice:
 
     __slots__ = ("state", "channel", "key", "velocity", "serial", "sample", "pos", "in_loop",
                  "rate", "level", "attack_step", "release_coef", "steal_step", "gain",
-                 "key_down", "sostenuto", "gain_l", "gain_r", "started")  # fmt: skip
+                 "key_down", "sostenuto", "gain_l", "gain_r", "started", "played", "min_frames",
+                 "release_pending")  # fmt: skip
 
     def __init__(self) -> None:
         self.state = VoiceState.FREE
@@ -99,6 +106,9 @@ class Voice:
         self.gain_l = 0.0  # gains reached at the end of the last block (ramped from, to avoid zipper noise)
         self.gain_r = 0.0
         self.started = False
+        self.played = 0  # frames rendered since start
+        self.min_frames = 0
+        self.release_pending = False
 
     def __repr__(self) -> str:
         return (f"Voice({self.state.name}, ch={self.channel}, key={self.key}, vel={self.velocity}, "
@@ -128,15 +138,26 @@ class Voice:
         self.key_down = True
         self.sostenuto = False
         self.started = False
+        self.played = 0
+        self.min_frames = int(MIN_NOTE_SECONDS * rate)
+        self.release_pending = False
 
     @property
     def loudness(self) -> float:
-        """The voice's current amplitude scale (envelope level times gain), for stealing."""
+        """The voice's amplitude scale for stealing: gain times the envelope level, where a
+        voice still in its attack counts at full level (it is about to be that loud)."""
+        if self.state in (VoiceState.HELD, VoiceState.SUSTAINED):
+            return self.gain
         return self.level * self.gain
 
     def release(self) -> None:
-        """Start the release envelope (key up and no pedal holds it)."""
+        """Start the release envelope (key up and no pedal holds it); before MIN_NOTE_SECONDS of
+        sound it is left pending, and the mixer releases the voice when that much has played."""
         if self.state in (VoiceState.HELD, VoiceState.SUSTAINED):
+            if self.played < self.min_frames:
+                self.release_pending = True
+                return
+            self.release_pending = False
             self.state = VoiceState.RELEASED
             self._leave_loop_if_clean()
 
@@ -212,49 +233,56 @@ class Voice:
                 mono[done:frames] = 0.0
                 self.state = VoiceState.FREE
                 break
+        self.played += frames
         self._apply_envelope_and_mix(bus, frames, scratch, target_l, target_r)
 
     @staticmethod
     def _interpolate(buffer: np.ndarray, pos: np.ndarray, out: np.ndarray, scratch: MixScratch) -> None:
+        # Every operation below works in place on same-typed operands: mixed-type ufuncs would
+        # allocate cast buffers, and take() buffers its output unless mode="clip".
         m = pos.shape[0]
-        frac = scratch.frac[:m]
+        floor = scratch.floor[:m]
+        frac64 = scratch.frac[:m]
+        frac = scratch.frac32[:m]
         index = scratch.index[:m]
         nxt = scratch.next_value[:m]
-        np.copyto(index, pos, casting="unsafe")  # truncation = floor: positions are >= 0
-        np.subtract(pos, index, out=frac)
-        np.take(buffer, index, out=out)
+        np.floor(pos, out=floor)
+        np.subtract(pos, floor, out=frac64)
+        np.copyto(frac, frac64, casting="same_kind")
+        np.copyto(index, floor, casting="unsafe")
+        buffer.take(index, out=out, mode="clip")
         index += 1
-        np.take(buffer, index, out=nxt)
+        buffer.take(index, out=nxt, mode="clip")
         nxt -= out
-        np.multiply(nxt, frac, out=nxt, casting="same_kind")
+        nxt *= frac
         out += nxt
 
     def _apply_envelope_and_mix(self, bus: np.ndarray, frames: int, scratch: MixScratch,
                                 target_l: float, target_r: float) -> None:  # fmt: skip
         mono = scratch.mono[:frames]
         env = scratch.envelope[:frames]
-        ramp = scratch.ramp[:frames]
+        ramp = scratch.ramp32[:frames]
         state = self.state
         end_level = self.level
         if state == VoiceState.STOLEN:
-            np.multiply(ramp, -self.steal_step, out=env, casting="same_kind")
-            env += self.level
-            np.maximum(env, 0.0, out=env)
+            np.multiply(ramp, np.float32(-self.steal_step), out=env)
+            env += np.float32(self.level)
+            np.maximum(env, np.float32(0.0), out=env)
             mono *= env
             end_level = max(0.0, self.level - self.steal_step * frames)
             if end_level <= 0.0:
                 state = VoiceState.FREE
         elif state == VoiceState.RELEASED:
-            np.power(self.release_coef, ramp, out=env, casting="same_kind")
-            env *= self.level
+            np.power(np.float32(self.release_coef), ramp, out=env)
+            env *= np.float32(self.level)
             mono *= env
             end_level = self.level * self.release_coef**frames
             if end_level < SILENCE:
                 state = VoiceState.FREE
         elif self.level < 1.0:  # attack (FREE here means the note ran out this block: finish its envelope)
-            np.multiply(ramp, self.attack_step, out=env, casting="same_kind")
-            env += self.level
-            np.minimum(env, 1.0, out=env)
+            np.multiply(ramp, np.float32(self.attack_step), out=env)
+            env += np.float32(self.level)
+            np.minimum(env, np.float32(1.0), out=env)
             mono *= env
             end_level = min(1.0, self.level + self.attack_step * frames)
         self.level = end_level
@@ -273,8 +301,8 @@ class Voice:
             weighted = scratch.weighted[:frames]
             curve = scratch.gain_curve[:frames]
             for row, g0, g1 in ((0, start_l, target_l), (1, start_r, target_r)):
-                np.multiply(ramp, (g1 - g0) * gain / frames, out=curve, casting="same_kind")
-                curve += g0 * gain
+                np.multiply(ramp, np.float32((g1 - g0) * gain / frames), out=curve)
+                curve += np.float32(g0 * gain)
                 np.multiply(mono, curve, out=weighted)
                 bus[row, :frames] += weighted
         self.gain_l, self.gain_r = target_l, target_r
