@@ -27,6 +27,12 @@ import torch
 
 DB_FLOOR = -100.0
 DB_SCALE = 50.0
+#: Initial phases :meth:`SpectralFrontEnd.griffin_lim` accepts.
+GRIFFIN_LIM_INITS = ("phase-locked", "random", "zeros")
+#: Default Griffin-Lim iterations (with the phase-locked start; see the README table).
+DEFAULT_GRIFFIN_LIM_ITERS = 32
+#: Magnitudes at or below this (-100 dB) are never spectral peaks.
+PEAK_FLOOR = 1e-5
 
 
 @dataclass(frozen=True)
@@ -82,6 +88,7 @@ class SpectralFrontEnd:
     def __init__(self, config: SpectralConfig | None = None) -> None:
         self.config = config or SpectralConfig()
         self._windows: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
+        self._inverse_envelopes: dict[torch.device, torch.Tensor] = {}
 
     def window(self, device: torch.device, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         key = (torch.device(device), dtype)
@@ -168,48 +175,190 @@ class SpectralFrontEnd:
         return self.magnitude_to_log(self.stft(wave).abs())
 
     # -- vocoders -------------------------------------------------------------------------
+    def _overlap_add_envelope(self, device: torch.device) -> torch.Tensor:
+        """``1 / sum_t window^2`` over the trimmed (uncentred) signal, ``[padded_samples]``."""
+        key = torch.device(device)
+        if key not in self._inverse_envelopes:
+            cfg = self.config
+            squared = self.window(device).square()
+            frames = squared[None, :, None].expand(1, cfg.n_fft, cfg.n_frames)
+            envelope = self._overlap_add(frames.transpose(1, 2)).flatten()
+            half = cfg.n_fft // 2
+            self._inverse_envelopes[key] = 1.0 / envelope[half : half + cfg.padded_samples]
+        return self._inverse_envelopes[key]
+
+    def _overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
+        """Sum ``[B, T, n_fft]`` frames at hop spacing into ``[B, (T - 1) * hop + n_fft]``."""
+        cfg = self.config
+        batch, n_frames, n_fft = frames.shape
+        if n_fft % cfg.hop:
+            return torch.nn.functional.fold(
+                frames.transpose(1, 2),
+                (1, (n_frames - 1) * cfg.hop + n_fft),
+                (1, n_fft),
+                stride=(1, cfg.hop),
+            ).reshape(batch, -1)
+        # hop divides n_fft: split each frame into n_fft/hop chunks and add shifted views;
+        # measured ~4x faster than F.fold on this CPU.
+        overlap = n_fft // cfg.hop
+        chunks = frames.reshape(batch, n_frames, overlap, cfg.hop)
+        out = frames.new_zeros(batch, n_frames + overlap - 1, cfg.hop)
+        for k in range(overlap):
+            out[:, k : k + n_frames] += chunks[:, :, k]
+        return out.reshape(batch, -1)
+
+    def _synthesise_frames(self, frames_spec: torch.Tensor) -> torch.Tensor:
+        """Unscaled ``[B, T, F]`` complex -> ``[B, padded_samples]`` waveform (as :meth:`istft`)."""
+        cfg = self.config
+        window = self.window(frames_spec.device)
+        frames = torch.fft.irfft(frames_spec, n=cfg.n_fft, dim=-1) * window
+        half = cfg.n_fft // 2
+        wave = self._overlap_add(frames)[:, half : half + cfg.padded_samples]
+        return wave * self._overlap_add_envelope(frames_spec.device)
+
+    def _analyse_frames(self, wave: torch.Tensor) -> torch.Tensor:
+        """``[B, padded_samples]`` waveform -> unscaled ``[B, T, F]`` complex (as :meth:`stft`)."""
+        cfg = self.config
+        half = cfg.n_fft // 2
+        padded = torch.nn.functional.pad(wave[:, None], (half, half), mode="reflect")[:, 0]
+        frames = padded.unfold(-1, cfg.n_fft, cfg.hop) * self.window(wave.device)
+        return torch.fft.rfft(frames, dim=-1)[..., : cfg.n_bins]
+
+    def initial_phase(
+        self, mag: torch.Tensor, init: str = "phase-locked", seed: int | None = 0
+    ) -> torch.Tensor:
+        """Initial phase estimate for :meth:`griffin_lim`.
+
+        ``"phase-locked"`` is a vectorised phase-locked vocoder (Laroche and Dolson 1999):
+        in each frame the spectral peaks (maxima over +-2 bins) are found and their
+        frequencies refined by parabolic interpolation of the log magnitude; each bin
+        takes the frequency of its nearest peak, the phase advance ``hop * omega`` is
+        integrated over time with a cumulative sum, and every bin is locked to its peak's
+        integrated phase plus ``pi * k`` (a centred Hann frame puts a stationary sinusoid's
+        bins pi apart; bins in the window's side lobes get another pi where the lobe is
+        negative). ``"random"`` draws uniform phases from ``seed`` (``seed=None`` gives
+        zeros, the historical behaviour); ``"zeros"`` is zero phase.
+
+        Args:
+            mag: ``[B, F, T]`` magnitudes.
+            init: ``"phase-locked"``, ``"random"`` or ``"zeros"``.
+            seed: seed of the ``"random"`` draw (ignored by the others).
+        Returns:
+            ``[B, F, T]`` float32 phase in radians.
+        """
+        if init not in GRIFFIN_LIM_INITS:
+            raise ValueError(f"init must be one of {GRIFFIN_LIM_INITS}, got {init!r}")
+        mag = mag.float()
+        if init == "zeros" or (init == "random" and seed is None):
+            return torch.zeros_like(mag)
+        if init == "random":
+            gen = torch.Generator(device="cpu").manual_seed(seed)
+            return (torch.rand(mag.shape, generator=gen) * (2 * torch.pi)).to(mag.device)
+        return self._phase_locked_phase(mag.transpose(1, 2)).transpose(1, 2)
+
+    def _phase_locked_phase(self, mag: torch.Tensor) -> torch.Tensor:
+        """``[B, T, F]`` magnitudes -> ``[B, T, F]`` phase; see :meth:`initial_phase`.
+
+        Written with arithmetic on masks instead of ``torch.where``, which measured ~25x
+        slower than a multiply on this CPU; the whole estimate costs about two GL iterations.
+        """
+        cfg = self.config
+        batch, n_frames, n_bins = mag.shape
+        logmag = mag.clamp_min(PEAK_FLOOR).log_()
+        pooled = torch.nn.functional.max_pool1d(
+            logmag.reshape(batch * n_frames, 1, n_bins), 5, stride=1, padding=2
+        ).reshape_as(logmag)
+        is_peak = ((logmag >= pooled) & (mag > PEAK_FLOOR)).float()
+
+        # Parabolic interpolation of the log magnitude: offset in [-0.5, 0.5] bins (only
+        # read at peaks, where the curvature is negative).
+        edges = torch.nn.functional.pad(logmag, (1, 1), mode="replicate")
+        left, right = edges[..., :-2], edges[..., 2:]
+        curvature = (left + right).sub_(logmag, alpha=2.0).clamp_max_(-1e-6)
+        offset = (left - right).div_(curvature).mul_(0.5).clamp_(-0.5, 0.5)
+
+        # Nearest peak of each bin, as a float bin index; a frame without peaks keeps every
+        # bin to itself.
+        bins = torch.arange(n_bins, device=mag.device, dtype=torch.float32)
+        left_peak = (is_peak * (bins + 1.0)).cummax(dim=-1).values - 1.0  # -1: none
+        mirrored = (is_peak * (n_bins - bins)).flip(-1).cummax(dim=-1).values.flip(-1)
+        right_peak = n_bins - mirrored  # n_bins: none
+        has_left = left_peak >= 0
+        has_right = right_peak < n_bins
+        use_right = ~has_left | (has_right & (right_peak - bins < bins - left_peak))
+        peak = left_peak + use_right * (right_peak - left_peak)
+        lonely = ~(has_left | has_right)
+        peak = (peak + lonely * (bins - peak)).long()
+
+        peak_freq = offset.gather(-1, peak).add_(peak)  # bins, per bin
+        omega = peak_freq * (2.0 * torch.pi / cfg.n_fft)  # rad/sample
+        # Trapezoidal integration of the phase advance between frames, wrapped so the
+        # float32 cumulative sum stays small.
+        advance = torch.remainder((omega[:, 1:] + omega[:, :-1]) * (0.5 * cfg.hop), 2.0 * torch.pi)
+        integrated = torch.cat([torch.zeros_like(omega[:, :1]), advance.cumsum(dim=1)], dim=1)
+        # Hann side lobes (|distance| >= 2 bins) alternate in sign, lobe by lobe.
+        lobe = (bins - peak_freq).abs_().floor_()
+        side_lobe_flip = (lobe >= 2) & (lobe.remainder(2) == 0)
+        return integrated.gather(-1, peak).add_(torch.pi * (bins + side_lobe_flip))
+
     def griffin_lim(
         self,
         mag: torch.Tensor,
-        n_iter: int = 32,
+        n_iter: int = DEFAULT_GRIFFIN_LIM_ITERS,
         momentum: float = 0.99,
         seed: int | None = 0,
         length: int | None = None,
+        init: str = "phase-locked",
     ) -> torch.Tensor:
         """Reconstruct a waveform from magnitudes with (fast) Griffin-Lim.
 
         With ``momentum > 0`` this is the accelerated variant of Perraudin, Balazs and
         Søndergaard (2013): each projection is extrapolated by ``momentum`` times its change
-        since the previous iteration. ``momentum=0`` is the classic algorithm.
+        since the previous iteration. ``momentum=0`` is the classic algorithm. The phase
+        starts from :meth:`initial_phase`; the default phase-locked start needs far fewer
+        iterations than a random one (README, "Spectral front end and CMX").
+
+        Each iteration uses a pre-framed rFFT and a strided overlap-add that compute the
+        same transforms as :meth:`stft` / :meth:`istft`, about twice as fast on CPU.
 
         Args:
             mag: ``[B, F, T]`` magnitudes (normalised as by :meth:`stft`).
             n_iter: number of projection iterations (0 returns the initial-phase estimate).
             momentum: acceleration in [0, 1).
-            seed: seed of the random initial phase; ``None`` starts from zero phase.
+            seed: seed of the ``"random"`` initial phase; ``None`` with ``init="random"``
+                starts from zero phase (the old behaviour of ``seed=None``).
             length: output samples; defaults to ``config.n_samples``.
+            init: initial phase, ``"phase-locked"`` (default), ``"random"`` or ``"zeros"``.
         Returns:
             ``[B, length]`` waveform.
         """
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        if n_iter < 0:
+            raise ValueError(f"n_iter must be >= 0, got {n_iter}")
         squeeze = mag.dim() == 2
         if squeeze:
             mag = mag[None]
-        mag = mag.float()
-        if seed is None:
-            phase = torch.ones_like(mag, dtype=torch.complex64)
-        else:
-            gen = torch.Generator(device="cpu").manual_seed(seed)
-            angle = torch.rand(mag.shape, generator=gen) * (2 * torch.pi)
-            phase = torch.polar(torch.ones_like(angle), angle).to(mag.device)
-        previous = torch.zeros_like(phase)
+        # Work frame-major ([B, T, F], contiguous bins) and unscaled, as the FFTs want it.
+        mag_t = mag.float().transpose(1, 2).contiguous() * self.magnitude_scale
+        phase = self.initial_phase(mag, init=init, seed=seed).transpose(1, 2)
+        spec = torch.view_as_complex(
+            torch.stack([phase.cos(), phase.sin()], dim=-1) * mag_t[..., None]
+        )
+        previous: torch.Tensor | None = None
         for _ in range(n_iter):
-            rebuilt = self.stft(self.istft(mag * phase, length=self.config.padded_samples))
-            accelerated = rebuilt + momentum * (rebuilt - previous) if momentum else rebuilt
+            rebuilt = self._analyse_frames(self._synthesise_frames(spec))
+            if momentum and previous is not None:
+                accelerated = torch.lerp(previous, rebuilt, 1.0 + momentum)
+            elif momentum:
+                accelerated = rebuilt * (1.0 + momentum)  # previous = 0, as in the paper
+            else:
+                accelerated = rebuilt
             previous = rebuilt
-            phase = accelerated / accelerated.abs().clamp_min(1e-12)
-        wave = self.istft(mag * phase, length=length)
+            parts = torch.view_as_real(accelerated)
+            gain = parts.square().sum(-1).add_(1e-30).rsqrt_().mul_(mag_t)
+            spec = torch.view_as_complex(parts * gain[..., None])
+        wave = self._synthesise_frames(spec)[:, : length or self.config.n_samples]
         return wave[0] if squeeze else wave
 
 
