@@ -84,7 +84,7 @@ def _open(path: Path):
 
 def _seconds_per_tick(midi) -> tuple[float | None, int]:
     """(fixed seconds per tick for SMPTE time division or None, ticks per beat)."""
-    division = int(midi.ticks_per_beat)
+    division = int(midi.ticks_per_beat) & 0xFFFF  # mido reads it as a signed 16-bit number
     if division & 0x8000:  # SMPTE: negative frames per second in the high byte, ticks per frame in the low
         fps = 256 - (division >> 8)
         ticks_per_frame = division & 0xFF
