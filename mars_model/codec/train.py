@@ -1,0 +1,83 @@
+"""Training, export and loading of the codec (``mars-synth train codec``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mars_model.codec.config import KBPS_CHOICES, CodecConfig
+from mars_model.codec.data import CodecDataConfig, CropSet
+from mars_model.codec.losses import CodecLoss
+from mars_model.codec.model import CodecModel, build_codec
+from mars_model.errors import MarsError
+from mars_model.training import TrainConfig, load_checkpoint, train
+from mars_model.weights_io import load_weights, save_weights, shipped_path
+
+KIND = "codec"
+SHIPPED = "eulerodec.pt"
+
+
+def train_codec(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
+                stop_after: int | None = None, device: torch.device | None = None) -> CodecModel:  # fmt: skip
+    """Train (or resume) a codec as configured; returns the model after this call's steps."""
+    codec_cfg = CodecConfig.from_dict(config.get("codec"))
+    data_cfg = CodecDataConfig.from_dict(config.get("data"))
+    train_cfg = TrainConfig.from_dict(config.get("train", {}))
+    if data_cfg.crop % codec_cfg.samples_per_frame:
+        raise MarsError(f"data.crop must be a multiple of {codec_cfg.samples_per_frame} samples")
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    crops = CropSet(data_cfg, codec_cfg.sample_rate, quiet)
+    model = build_codec(codec_cfg, seed=train_cfg.seed)
+    stages = sorted({codec_cfg.stages_for(k) for k in KBPS_CHOICES})
+    loss_fn = CodecLoss(config.get("loss", {}) or {}, stages, codec_cfg.sample_rate, train_cfg.seed)
+
+    def fetch(idx):
+        return crops.batch(idx, next(model.parameters()).device)
+
+    train(
+        model,
+        loss_fn,
+        crops,
+        config,
+        run_dir,
+        device=device,
+        fetch=fetch,
+        quiet=quiet,
+        stop_after=stop_after,
+    )
+    return model
+
+
+def export_codec(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the run's latest weights as a shipped codec file; returns its metadata."""
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    config = state["config"]
+    codec_cfg = CodecConfig.from_dict(config.get("codec"))
+    model = build_codec(codec_cfg)
+    model.load_state_dict(state["model"])
+    meta = {"steps": int(state["step"]), "data": config.get("data", {}), "loss": config.get("loss", {}),
+            "train": config.get("train", {}), "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
+    # fp16 like every shipped file; encoder and decoder both read these same rounded codebooks
+    save_weights(out, KIND, {"codec": codec_cfg.to_dict()}, model, meta)
+    return meta
+
+
+def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu") -> CodecModel:
+    """Load a codec weight file (default: the shipped EuleroDec) for inference (eval mode)."""
+    path = Path(path) if path else shipped_path(SHIPPED)
+    if not path.is_file() and path == shipped_path(SHIPPED):
+        raise MarsError(f"no shipped codec weights at {path}; train one: mars-synth train codec "
+                        "--config mars_model/configs/codec.yaml --run runs/codec --export " + str(path))  # fmt: skip
+    blob = load_weights(path, KIND)
+    cfg = CodecConfig.from_dict(blob["config"]["codec"], where=f"{path}: codec")
+    model = build_codec(cfg)
+    try:
+        model.load_state_dict(blob["state"])
+    except RuntimeError:
+        raise MarsError(f"{path}: weights do not match its codec config") from None
+    return model.to(device).eval()
