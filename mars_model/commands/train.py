@@ -9,6 +9,7 @@ from pathlib import Path
 #: model name -> module with ``train_from_args(config, args)`` semantics (see :func:`run`).
 TRAINERS = {
     "tokenizer": ("mars_model.tokenizer.train", "train_tokenizer", "export_tokenizer"),
+    "codec": ("mars_model.codec.train", "train_codec", "export_codec"),
 }
 
 
