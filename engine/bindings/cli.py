@@ -35,7 +35,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "dataset", "build an NSynth-style note set from a SoundFont", "mars_model.commands.dataset"
     ),
-    Subcommand("codec", "encode/decode audio with the EuleroDec codec", None, 7),
+    Subcommand("codec", "encode/decode audio with the EuleroDec codec", "mars_model.commands.codec"),
     Subcommand(
         "eval", "score generated or reconstructed notes (PIS, IIS, PKID, ...)",
         "mars_model.commands.eval",
