@@ -48,12 +48,16 @@ def default_model_id() -> str | None:
     """
     if os.environ.get(SOURCE_VARIABLE):
         return None
-    try:
-        generator = importlib.import_module("mars_model.generator")
-    except ModuleNotFoundError:
-        return None
-    model_id = getattr(generator, "default_model_id", None)
-    return str(model_id()) if callable(model_id) else None
+    # Prefer a torch-free answer from the narrow API; the generator module imports torch.
+    for module_name in ("mars_model.api", "mars_model.generator"):
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError:
+            continue
+        model_id = getattr(module, "default_model_id", None)
+        if callable(model_id):
+            return str(model_id())
+    return None
 
 
 def _from_spec(spec: str) -> NoteSource:

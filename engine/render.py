@@ -314,13 +314,13 @@ def render_file(midi_path: Path | str, output_path: Path | str, settings: Render
     settings.check()
     started = time.perf_counter()
     output_path = Path(output_path)
+    if output_path.is_dir():
+        raise MarsError(f"{output_path} is a directory; give a file name such as {output_path / 'song.wav'}")
     file_format, file_subtype = output_format(output_path, fmt, subtype)
     score = read_midi_file(midi_path, settings.sample_rate, settings.max_seconds)
     if score.note_count == 0:
         raise MarsError(f"{midi_path} has no notes; nothing to render")
     program_map = ProgramMap.load(settings.channel_map, settings.preset)
-    if output_path.is_dir():
-        raise MarsError(f"{output_path} is a directory; give a file name such as {output_path / 'song.wav'}")
     try:
         out = soundfile.SoundFile(str(output_path), "w", settings.sample_rate, 2, file_subtype, format=file_format)
     except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
