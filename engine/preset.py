@@ -175,7 +175,7 @@ def load_preset(path: Path) -> Preset:
     except OSError as err:
         raise MarsError(f"cannot read preset {path}: {err.strerror or err}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))  # libyaml when present
     except yaml.YAMLError as err:
         raise MarsError(f"preset {path} is not valid YAML: {str(err).splitlines()[0]}") from None
     return parse_preset(data, path)

@@ -115,8 +115,6 @@ def find_loop(wave: np.ndarray, sample_rate: int, held_seconds: float = HELD_SEC
     Returns:
         ``(loop_start, loop_end, crossfade)`` in samples, ``loop_end - loop_start > crossfade``.
     """
-    from scipy.signal import fftconvolve
-
     n = wave.shape[0]
     end = min(int(round((held_seconds - _LOOP_END_MARGIN_S) * sample_rate)), n)
     crossfade = max(8, int(_CROSSFADE_S * sample_rate))
@@ -131,7 +129,10 @@ def find_loop(wave: np.ndarray, sample_rate: int, held_seconds: float = HELD_SEC
     # Candidate loop starts s in [end - max_len, end - min_len]; the window before s is x[s - w : s].
     lo, hi = end - max_len - crossfade, end - min_len  # window starts k = s - w in [lo, hi - w]
     region = x[lo:hi]
-    corr = fftconvolve(region, template[::-1], mode="valid")  # corr[j] = <region[j:j+w], template>
+    # corr[j] = <region[j : j + w], template>, by FFT (numpy's: scipy.signal takes seconds to import).
+    size = 1 << int(np.ceil(np.log2(region.shape[0] + crossfade)))
+    spectrum = np.fft.rfft(region, size) * np.conj(np.fft.rfft(template, size))
+    corr = np.fft.irfft(spectrum, size)[: region.shape[0] - crossfade + 1]
     energy = np.concatenate([[0.0], np.cumsum(region * region)])
     window_energy = energy[crossfade:] - energy[:-crossfade]
     norm = np.sqrt(np.maximum(window_energy[: corr.shape[0]], 1e-20) * max(float(template @ template), 1e-20))

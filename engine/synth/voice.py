@@ -205,18 +205,26 @@ class Voice:
             else:
                 buffer = sample.data
                 limit = float(sample.loop_entry if looping else sample.length)
-            pos = scratch.positions[:count]
-            if increments is None:
-                np.multiply(scratch.ramp[:count], self.rate, out=pos)
+            if increments is None and self.rate == 1.0:
+                # Untransposed and unbent (a key played at its generated pitch): no per-sample
+                # positions, a plain copy, or one lerp with a constant fraction.
+                m = min(count, max(0, math.ceil(limit - self.pos)))
+                if m > 0:
+                    self._copy_at_unit_rate(buffer, self.pos, mono[done : done + m])
+                next_pos = self.pos + m
             else:
-                pos[0] = 0.0
-                np.cumsum(increments[done : done + count - 1], out=pos[1:])
-            pos += self.pos
-            m = int(np.searchsorted(pos, limit))
-            if m > 0:
-                self._interpolate(buffer, pos[:m], mono[done : done + m], scratch)
-            step = self.rate if increments is None else float(increments[done + m - 1]) if m > 0 else 0.0
-            next_pos = (float(pos[m - 1]) + step) if m > 0 else self.pos
+                pos = scratch.positions[:count]
+                if increments is None:
+                    np.multiply(scratch.ramp[:count], self.rate, out=pos)
+                else:
+                    pos[0] = 0.0
+                    np.cumsum(increments[done : done + count - 1], out=pos[1:])
+                pos += self.pos
+                m = int(np.searchsorted(pos, limit))
+                if m > 0:
+                    self._interpolate(buffer, pos[:m], mono[done : done + m], scratch)
+                step = self.rate if increments is None else float(increments[done + m - 1]) if m > 0 else 0.0
+                next_pos = (float(pos[m - 1]) + step) if m > 0 else self.pos
             done += m
             if m == count and next_pos < limit:
                 self.pos = next_pos
@@ -235,6 +243,18 @@ class Voice:
                 break
         self.played += frames
         self._apply_envelope_and_mix(bus, frames, scratch, target_l, target_r)
+
+    @staticmethod
+    def _copy_at_unit_rate(buffer: np.ndarray, pos: float, out: np.ndarray) -> None:
+        m = out.shape[0]
+        start = int(pos)
+        frac = pos - start
+        if frac == 0.0:
+            np.copyto(out, buffer[start : start + m])
+        else:
+            np.subtract(buffer[start + 1 : start + 1 + m], buffer[start : start + m], out=out)
+            out *= np.float32(frac)
+            out += buffer[start : start + m]
 
     @staticmethod
     def _interpolate(buffer: np.ndarray, pos: np.ndarray, out: np.ndarray, scratch: MixScratch) -> None:

@@ -1,0 +1,105 @@
+"""Benchmark ``mars-synth render`` against the FluidSynth CLI on the same MIDI files, in one run.
+
+    nice -n 10 python tools/bench_render.py                       # examples/*.mid, the shipped model
+    nice -n 10 python tools/bench_render.py --note-source test_engine_harmonic_source:HarmonicNoteSource
+
+Each tool runs as a separate process (start-up, file loading and writing included, as a
+user would see it), ``--repeats`` times; the table shows medians. For mars-synth:
+
+* **cold**: an empty note cache, so every distinct note is generated (and prepared);
+* **warm**: the cache the cold runs filled, so the render only mixes.
+
+FluidSynth renders with ``fluidsynth -ni -F OUT -r RATE SOUNDFONT IN.mid`` (its defaults,
+reverb and chorus on). Peak memory is each process's maximum resident set size (wait4).
+Targets (issue #5): warm at least as fast as FluidSynth; cold at least 3x real time.
+``--note-source module:factory`` renders with another NoteSource (``MARS_SYNTH_NOTE_SOURCE``;
+the tests' directory is put on the path), e.g. the additive test instrument while no
+trained model is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+SOUNDFONTS = (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/TimGM6mb.sf2"))
+
+
+def timed_run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
+    """Run a command; returns (wall s, CPU s (user + system), peak resident memory MiB). Raises on failure."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - started
+    stderr = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench_render: {' '.join(command)} failed ({proc.returncode}): {stderr.strip()[-500:]}")
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("midi", nargs="*", type=Path, help="MIDI files (default: examples/*.mid)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--sample-rate", type=int, default=44100)
+    parser.add_argument("--soundfont", type=Path, help="SoundFont for FluidSynth (default: FluidR3_GM, else TimGM6mb)")
+    parser.add_argument("--note-source", metavar="MODULE:FACTORY", help="render with this NoteSource instead of the model")
+    args = parser.parse_args(argv)
+    files = args.midi or sorted((REPO / "examples").glob("*.mid"))
+    soundfont = args.soundfont or next((sf for sf in SOUNDFONTS if sf.is_file()), None)
+    fluidsynth = shutil.which("fluidsynth")
+    if soundfont is None or fluidsynth is None:
+        raise SystemExit("bench_render: needs fluidsynth and a GM SoundFont (apt-get install fluidsynth fluid-soundfont-gm)")
+    env = dict(os.environ)
+    if args.note_source:
+        env["MARS_SYNTH_NOTE_SOURCE"] = args.note_source
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
+    ours = [sys.executable, "-m", "engine.bindings.cli", "render"]
+    print(f"# bench_render: {args.repeats} repeats, medians; {args.sample_rate} Hz; FluidSynth with {soundfont.name}; "
+          f"notes from {args.note_source or 'the shipped model'}; {os.cpu_count()} CPUs")
+    header = (f"{'file':<16} {'audio s':>7} | {'fluidsynth s':>12} {'cpu s':>6} {'MiB':>4} | "
+              f"{'cold s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | {'warm s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | "
+              f"{'warm/fluid wall':>15} {'cpu':>5}")  # fmt: skip
+    print(header)
+    print("-" * len(header))
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
+        tmp = Path(tmp_name)
+        for midi in files:
+            out = tmp / f"{midi.stem}.wav"
+            fluid = [timed_run([fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r", str(args.sample_rate),
+                                str(soundfont), str(midi)]) for _ in range(args.repeats)]  # fmt: skip
+            cold, warm = [], []
+            for i in range(args.repeats):
+                cache = tmp / f"cache-{midi.stem}-{i}"
+                base = ours + [str(midi), "-o", str(out), "--sample-rate", str(args.sample_rate), "-q",
+                               "--cache-dir", str(cache)]  # fmt: skip
+                cold.append(timed_run(base, env))
+                warm.append(timed_run(base, env))
+            seconds = soundfile.info(str(out)).duration
+
+            def med(runs: list[tuple[float, float]], k: int) -> float:
+                return statistics.median(r[k] for r in runs)
+
+            f_s, c_s, w_s = med(fluid, 0), med(cold, 0), med(warm, 0)
+            print(f"{midi.name:<16} {seconds:7.2f} | {f_s:12.3f} {med(fluid, 1):6.3f} {med(fluid, 2):4.0f} | "
+                  f"{c_s:6.3f} {seconds / c_s:5.1f} {med(cold, 1):6.3f} {med(cold, 2):4.0f} | "
+                  f"{w_s:6.3f} {seconds / w_s:5.1f} {med(warm, 1):6.3f} {med(warm, 2):4.0f} | "
+                  f"{w_s / f_s:15.2f} {med(warm, 1) / med(fluid, 1):5.2f}")  # fmt: skip
+    print("warm/fluid < 1: mars-synth with a warm cache is faster than FluidSynth (wall clock, and CPU time, which "
+          "is steadier on a loaded machine); x RT = audio seconds per wall second")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
