@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.midi.dispatch import NoteStart, apply_message
 from engine.midi.midifile import DEFAULT_MAX_SECONDS, MidiScore, read_midi_file
 from engine.midi.program_map import DRUM_CHANNEL, ProgramMap
 from engine.note_cache import CacheStats, NoteCache, NoteKey
@@ -193,7 +194,11 @@ def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, se
     for timed, planned in zip(score.messages, plan, strict=True):
         if timed.sample > now:
             advance(timed.sample)
-        _dispatch(synth, timed.message, planned, cache)
+        start = None
+        if planned is not None:
+            gain = velocity_gain(timed.message.velocity, planned.key.velocity)
+            start = NoteStart(cache.get(planned.key), planned.patch, gain)
+        apply_message(synth, timed.message, start)
     if score.end_sample > now:
         advance(score.end_sample)
     still_held = sum(1 for v in synth.voices if v.state.name in ("HELD", "SUSTAINED"))
@@ -215,23 +220,6 @@ def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, se
     report.steals = synth.steals
     report.warnings.extend(w for w in cache.warnings if w not in report.warnings)
     return report
-
-
-def _dispatch(synth: Synth, msg, planned: _PlannedNote | None, cache: NoteCache) -> None:
-    kind = msg.type
-    if kind == "note_on" and msg.velocity > 0:
-        if planned is not None:
-            sample = cache.get(planned.key)
-            gain = velocity_gain(msg.velocity, planned.key.velocity)
-            synth.note_on(msg.channel, msg.note, msg.velocity, sample, planned.patch, gain)
-    elif kind in ("note_off", "note_on"):
-        synth.note_off(msg.channel, msg.note)
-    elif kind == "control_change":
-        synth.control_change(msg.channel, msg.control, msg.value)
-    elif kind == "pitchwheel":
-        synth.pitch_bend(msg.channel, msg.pitch)
-    elif kind == "program_change":
-        synth.program_change(msg.channel, msg.program)
 
 
 def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> NoteCache:

@@ -271,3 +271,27 @@ def test_rendering_a_block_allocates_no_arrays(notes):
     tracemalloc.stop()
     assert synth.active_voices == 6
     assert peak - baseline < frames * 4
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("program", [16, 48, 73])  # organ, strings, flute: sustained, real recordings
+def test_loops_of_real_instrument_notes_hold_level_without_clicks(timgm_soundfont, program):
+    from mars_model.data.build import render_notes
+
+    rate = 48000
+    wave = render_notes(timgm_soundfont, program, [(60, 100)])[0]
+    note = prepare_note(wave, 16000, rate, 60)
+    synth = Synth(rate, 4, 1024, gain=1.0)
+    synth.note_on(0, 60, 100, note, Patch())
+    block = np.zeros((2, 1024), np.float32)
+    chunks = []
+    for _ in range(int(9 * rate / 1024)):
+        synth.render(block)
+        chunks.append(block[0].copy())
+    y = np.concatenate(chunks)
+    early, late = rms(y[int(1.5 * rate) : int(2.5 * rate)]), rms(y[int(7.5 * rate) : int(8.5 * rate)])
+    assert abs(20 * np.log10(late / early)) < 3  # the held note keeps its level
+    curvature = np.abs(np.diff(y, 2))
+    wraps = range(note.loop_start + note.loop_length, len(y) - 64, note.loop_length)
+    at_wraps = max(curvature[w - 32 : w + 32].max() for w in wraps)
+    assert at_wraps <= 1.5 * np.percentile(curvature[note.loop_entry :], 99.9)  # no click at the seam
