@@ -10,6 +10,7 @@ prepared for one output rate (``*.<rate>.note``, read as is by a warm render).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import sys
@@ -172,6 +173,38 @@ class NoteCache:
                 self.warnings.append(message)
             self.cache_dir = None
 
+    def _playable(self, preset: Preset, source: NoteSource) -> Preset:
+        """The preset with an instrument the source knows.
+
+        A source may list the GM programs it was trained on (``instruments``, optional in
+        the NoteSource protocol; MARS's NoteGenerator refuses others). An unknown program is
+        replaced by the preset's own (the GM map's family preset), else by the nearest known
+        program of the same GM group of eight, else the nearest overall, with a warning.
+        """
+        known = getattr(source, "instruments", None)
+        if not known:
+            return preset
+        known = sorted(int(k) for k in known)
+        weights = preset.request(60, 100, 0).instrument_weights()
+        if set(weights) <= set(known):
+            return preset
+        if preset.fallback is not None:
+            fallback = dataclasses.replace(preset, instrument=preset.fallback, fallback=None)
+            if set(fallback.request(60, 100, 0).instrument_weights()) <= set(known):
+                self._warn_once(f"GM program {_programs(weights)} is not in this model; played with {_programs(fallback.request(60, 100, 0).instrument_weights())}")
+                return fallback
+        substitute: dict[int, float] = {}
+        for program, weight in weights.items():
+            near = min(known, key=lambda k, p=program: (k // 8 != p // 8, abs(k - p)))
+            substitute[near] = substitute.get(near, 0.0) + weight
+        instrument: int | dict[int, float] = next(iter(substitute)) if len(substitute) == 1 else substitute
+        self._warn_once(f"GM program {_programs(weights)} is not in this model; played with {_programs(substitute)}")
+        return dataclasses.replace(preset, instrument=instrument, fallback=None)
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
+
     def _generate(self, keys: list[NoteKey]) -> None:
         from tqdm import tqdm
 
@@ -183,7 +216,7 @@ class NoteCache:
             for start in range(0, len(keys), self.batch_size):
                 batch = keys[start : start + self.batch_size]
                 roots = [min(max(key.pitch, low), high) for key in batch]
-                requests = [self._presets[key.identity].request(root, key.velocity, self.seed)
+                requests = [self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
                             for key, root in zip(batch, roots, strict=True)]  # fmt: skip
                 waves = np.asarray(source.generate(requests))
                 if waves.ndim != 2 or waves.shape[0] != len(batch):
@@ -206,3 +239,7 @@ class NoteCache:
 def _save_raw(path: Path, wave: np.ndarray, meta: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.savez(f, wave=np.asarray(wave, np.float32), meta=meta)
+
+
+def _programs(weights: dict[int, float]) -> str:
+    return "+".join(str(p) for p in sorted(weights))

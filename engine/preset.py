@@ -54,6 +54,8 @@ class Preset:
     description: str = ""
     family: str | None = None
     path: Path | None = None
+    #: The instrument to use when a model does not know ``instrument`` (set by :meth:`with_program`).
+    fallback: int | Mapping[int, float] | None = None
 
     def __str__(self) -> str:
         return f"{self.name}: {self.description}" if self.description else self.name
@@ -70,7 +72,8 @@ class Preset:
 
     def with_program(self, program: int) -> Preset:
         """This preset's envelope, gain and sampling with another GM program as the instrument."""
-        return dataclasses.replace(self, name=f"{self.name}@{program}", instrument=int(program))
+        return dataclasses.replace(self, name=f"{self.name}@{program}", instrument=int(program),
+                                   fallback=self.instrument)  # fmt: skip
 
     def identity(self) -> str:
         """What makes the generated notes differ (instrument and sampling), for cache keys."""

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from mars_model.api import NoteRequest, NoteSource
+from mars_model.errors import MarsError
 
 
 class HarmonicNoteSource:
@@ -23,13 +24,17 @@ class HarmonicNoteSource:
         sample_rate: rate of the generated notes (16 kHz like the model).
         seconds: note length; the key is released at ``held`` seconds.
         harmonics: number of partials.
+        instruments: if given, the only GM programs it makes (others raise MarsError, as the
+            MARS NoteGenerator does for programs it was not trained on).
     """
 
     model_id = "harmonic-test-source-v1"
     pitch_range = (21, 108)
 
     def __init__(self, sample_rate: int = 16000, seconds: float = 4.0, held: float = 3.0,
-                 harmonics: int = 6) -> None:  # fmt: skip
+                 harmonics: int = 6, instruments: tuple[int, ...] | None = None) -> None:  # fmt: skip
+        if instruments is not None:
+            self.instruments = instruments
         self.sample_rate = sample_rate
         self.seconds = seconds
         self.held = held
@@ -38,6 +43,10 @@ class HarmonicNoteSource:
 
     def generate(self, requests: Sequence[NoteRequest]) -> np.ndarray:
         """Make the notes: float32 ``[len(requests), seconds * sample_rate]``."""
+        known = getattr(self, "instruments", None)
+        for request in requests:
+            if known is not None and not set(request.instrument_weights()) <= set(known):
+                raise MarsError(f"instrument(s) {sorted(request.instrument_weights())} not in this source")
         self.calls.append(len(requests))
         n = int(self.seconds * self.sample_rate)
         t = np.arange(n) / self.sample_rate

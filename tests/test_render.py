@@ -171,6 +171,16 @@ def test_notes_are_generated_once_in_batches_and_cached_on_disk(tmp_path, source
     assert list((cache / again.model_id).glob("*.raw.npz"))
 
 
+def test_programs_the_model_does_not_know_fall_back_with_a_warning(tmp_path):
+    limited = HarmonicNoteSource(instruments=(0, 33, 48, 56))
+    audio, report = render_to_array(EXAMPLES / "gm_band.mid", settings(preset=None), limited)
+    assert rms(audio) > 0.01
+    warnings = " ".join(report.warnings)
+    assert "GM program 4 is not in this model; played with 0" in warnings  # nearest of its group
+    assert "GM program 65 is not in this model; played with 56" in warnings  # nearest overall
+    assert "GM program 33" not in warnings and "GM program 48" not in warnings
+
+
 def test_examples_render_with_every_feature(tmp_path, source):
     audio, report = render_to_array(EXAMPLES / "gm_band.mid", settings(preset=None, sample_rate=22050), source)
     assert report.notes > 100 and report.skipped_notes > 0
