@@ -10,6 +10,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_engine_harmonic_source import HarmonicNoteSource
 
 from engine.synth import NoteSample, Patch, Synth, VoiceState, prepare_note
@@ -295,3 +297,34 @@ def test_loops_of_real_instrument_notes_hold_level_without_clicks(timgm_soundfon
     wraps = range(note.loop_start + note.loop_length, len(y) - 64, note.loop_length)
     at_wraps = max(curvature[w - 32 : w + 32].max() for w in wraps)
     assert at_wraps <= 1.5 * np.percentile(curvature[note.loop_entry :], 99.9)  # no click at the seam
+
+
+_OPS = st.lists(st.tuples(st.sampled_from(["on", "off", "cc", "bend", "render"]), st.integers(0, 3),
+                          st.integers(0, 127), st.integers(1, 700)), min_size=1, max_size=60)  # fmt: skip
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(ops=_OPS, polyphony=st.integers(1, 6))
+def test_any_event_sequence_keeps_the_invariants(notes, ops, polyphony):
+    """Whatever arrives: never more voices than allowed, finite output strictly inside (-1, 1),
+    and all-sound-off silences everything within 5 ms."""
+    synth = Synth(RATE, polyphony, 512, gain=3.0)
+    block = np.zeros((2, 512), np.float32)
+    keys = list(notes)
+    for op, channel, value, frames in ops:
+        if op == "on":
+            synth.note_on(channel, keys[value % len(keys)], max(1, value), notes[keys[value % len(keys)]], Patch())
+        elif op == "off":
+            synth.note_off(channel, keys[value % len(keys)])
+        elif op == "cc":
+            synth.control_change(channel, [1, 7, 10, 11, 64, 66, 121, 123][value % 8], value)
+        elif op == "bend":
+            synth.pitch_bend(channel, value * 128 - 8192)
+        else:
+            peak = synth.render(block, min(frames, 512))
+            assert np.isfinite(block).all() and np.abs(block).max() < 1.0 and peak < 1.0
+        assert synth.active_voices <= polyphony
+    synth.all_sound_off()
+    synth.render(block, int(0.005 * RATE))
+    synth.render(block, 64)
+    assert not synth.busy and np.abs(block[:, :64]).max() == 0.0
