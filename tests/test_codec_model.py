@@ -156,3 +156,17 @@ def test_training_resumes_on_the_same_trajectory(tmp_path):
     assert meta["steps"] == 4
     model = load_codec(tmp_path / "codec.pt")
     assert model.config.channels == (4, 4, 8)
+
+
+def test_unreadable_input_and_missing_weights_give_one_line(tmp_path, capsys):
+    (tmp_path / "not_audio.wav").write_bytes(b"this is not a WAV file")
+    code = main(
+        ["codec", "encode", str(tmp_path / "not_audio.wav"), "-o", str(tmp_path / "x.mcodec")]
+    )
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "cannot read audio" in err
+    sf.write(tmp_path / "in.wav", np.zeros(160, dtype=np.float32), 16000)
+    code = main(["codec", "encode", str(tmp_path / "in.wav"), "-o", str(tmp_path / "x.mcodec"),
+                 "--weights", str(tmp_path / "missing.pt")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "does not exist" in err
