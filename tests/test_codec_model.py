@@ -77,6 +77,7 @@ def test_more_stages_quantize_more_finely():
     torch.testing.assert_close(rvq.decode(codes), rvq(data, 3)[0])
 
 
+@pytest.mark.slow
 def test_rates_stay_under_the_limits_on_a_30_s_file(tmp_path):
     weights = tmp_path / "tiny.pt"
     save_weights(weights, "codec", {"codec": TINY.to_dict()}, build_codec(TINY), {"steps": 0})
@@ -124,6 +125,7 @@ def _tiny_run_config(music_root) -> dict:
     }  # fmt: skip
 
 
+@pytest.mark.slow
 def test_training_resumes_on_the_same_trajectory(tmp_path):
     from mars_model.codec.train import export_codec, load_codec, train_codec
 
