@@ -69,6 +69,20 @@ def test_loop_points_lie_in_the_held_part_and_join_smoothly(notes):
     assert (start, end - start, crossfade) == (note.loop_start, note.loop_length, note.crossfade)
 
 
+@pytest.mark.parametrize("length", [0, 10, 1008])  # empty, a few samples, a tiny test model's note
+def test_short_generated_notes_still_play_and_loop(length):
+    wave = np.sin(np.arange(length) * 2 * np.pi * 440 / 16000).astype(np.float32) * 0.5
+    note = prepare_note(wave, 16000, 48000, 69)
+    assert 0 <= note.loop_start and note.crossfade < note.loop_length <= note.length
+    synth = Synth(48000, 4, 512, gain=1.0)
+    synth.note_on(0, 69, 100, note, Patch())
+    block = np.zeros((2, 512), np.float32)
+    for _ in range(100):  # about 1 s held, far past the note's end
+        synth.render(block)
+        assert np.isfinite(block).all()
+    assert synth.active_voices == 1
+
+
 def test_a_note_held_past_the_generated_length_keeps_sounding_without_clicks(notes):
     synth = Synth(RATE, 8, BLOCK, gain=1.0)
     synth.note_on(0, 60, 100, notes[60], Patch(release=0.2))

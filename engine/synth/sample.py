@@ -24,6 +24,7 @@ _LOOP_MIN_S = 0.15
 _LOOP_MAX_S = 1.0
 _CROSSFADE_S = 0.04
 _FILE_MAGIC = 0x4D41525331  # 'MARS1'
+_MIN_SAMPLES = 64
 
 
 @dataclass(frozen=True, eq=False)
@@ -152,6 +153,8 @@ def prepare_note(wave: np.ndarray, source_rate: int, target_rate: int, root_pitc
         root_pitch: MIDI pitch the note was generated at.
     """
     x = resample(np.nan_to_num(np.asarray(wave, dtype=np.float32)), source_rate, target_rate)
+    if x.shape[0] < _MIN_SAMPLES:  # an empty or tiny note still gets a (silent) loop to stand on
+        x = np.concatenate([x, np.zeros(_MIN_SAMPLES - x.shape[0], np.float32)])
     start, end, crossfade = find_loop(x, target_rate)
     cycle = x[start:end].copy()
     head = x[start - crossfade : start]
