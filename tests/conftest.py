@@ -11,6 +11,10 @@ import torch
 TIMGM = Path("/usr/share/sounds/sf2/TimGM6mb.sf2")
 
 
+# One thread: the tests use tiny models, and extra OpenMP threads only fight over the CPU.
+torch.set_num_threads(1)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     torch.manual_seed(0)

@@ -10,6 +10,7 @@ from pathlib import Path
 TRAINERS = {
     "tokenizer": ("mars_model.tokenizer.train", "train_tokenizer", "export_tokenizer"),
     "codec": ("mars_model.codec.train", "train_codec", "export_codec"),
+    "autoregressor": ("mars_model.autoregressor.train", "train_autoregressor", "export_autoregressor"),
 }
 
 

@@ -1,0 +1,138 @@
+"""Training and export of the autoregressor (``mars-synth train autoregressor``).
+
+The tokenizer (a shipped weight file, ``tokenizer.weights`` in the config) is frozen.
+Every training note is encoded once into its token pyramid (cached next to the run);
+teacher-forcing inputs are rebuilt from the tokens on the fly.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mars_model.api import VELOCITY_BUCKETS
+from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
+from mars_model.errors import MarsError
+from mars_model.tokenizer.model import Tokenizer
+from mars_model.tokenizer.train import load_split, load_tokenizer
+from mars_model.training import TrainConfig, load_checkpoint, train
+from mars_model.weights_io import file_hash, save_weights
+
+KIND = "autoregressor"
+
+
+def velocity_buckets(velocities: np.ndarray) -> np.ndarray:
+    """Nearest-bucket index (0..4) for an array of MIDI velocities."""
+    return np.abs(velocities[:, None] - np.array(VELOCITY_BUCKETS)[None]).argmin(1)
+
+
+@torch.no_grad()
+def encode_split(tokenizer: Tokenizer, specs: np.ndarray, batch: int = 32, quiet: bool = True) -> torch.Tensor:
+    """Token pyramids of ``specs`` ``[N, F, T]`` concatenated over scales: ``[N, total_tokens]`` int16."""
+    from tqdm import tqdm
+
+    out = []
+    for start in tqdm(range(0, len(specs), batch), desc="tokenizing", unit="batch", disable=quiet):
+        x = torch.from_numpy(np.asarray(specs[start : start + batch], dtype=np.float32))[:, None]
+        out.append(torch.cat([i.flatten(1) for i in tokenizer.encode(x)], dim=1).short())
+    return torch.cat(out)
+
+
+def split_tokens(flat: torch.Tensor, scales) -> list[torch.Tensor]:
+    """``[B, total]`` -> per-scale ``[B, h, w]`` long tensors."""
+    out, at = [], 0
+    for h, w in scales:
+        out.append(flat[:, at : at + h * w].long().reshape(-1, h, w))
+        at += h * w
+    return out
+
+
+def _tokenizer_path(config: Mapping[str, Any]) -> Path:
+    path = config.get("tokenizer", {}).get("weights")
+    if not path:
+        raise MarsError("config has no tokenizer.weights: the shipped tokenizer file to train on")
+    return Path(path)
+
+
+def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
+                        stop_after: int | None = None, device: torch.device | None = None):  # fmt: skip
+    """Train (or resume) the autoregressor as configured; returns the model."""
+    ar_cfg = ARConfig.from_dict(config.get("autoregressor"))
+    train_cfg = TrainConfig.from_dict(config.get("train", {}))
+    tok_path = _tokenizer_path(config)
+    tokenizer = load_tokenizer(tok_path)
+    notes = load_split(config, "train", tokenizer.config, quiet)
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    cache = run_dir / f"tokens-{file_hash(tok_path)}-{len(notes)}.pt"
+    if cache.exists():
+        tokens = torch.load(cache)
+    else:
+        tokens = encode_split(tokenizer, notes.spectrograms(), quiet=quiet)
+        torch.save(tokens, cache)
+    q = tokenizer.quantizer
+    model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size, seed=train_cfg.seed)
+    cond = notes.conditions
+    instruments = torch.from_numpy(cond["instrument"])
+    pitches = torch.from_numpy(cond["pitch"])
+    buckets = torch.from_numpy(velocity_buckets(cond["velocity"]))
+    dev = device or torch.device("cpu")
+    tokenizer.to(dev)
+
+    def fetch(idx):
+        idx = torch.from_numpy(np.sort(idx))
+        flat = tokens[idx].to(dev)
+        with torch.no_grad():
+            inputs = q.teacher_inputs(split_tokens(flat, q.scales))
+        return {"targets": flat.long(), "inputs": inputs,
+                "instrument": instruments[idx].to(dev), "pitch": pitches[idx].to(dev),
+                "velocity": buckets[idx].to(dev)}  # fmt: skip
+
+    def loss_fn(net, batch, step):
+        core: NextScaleTransformer = net.module if hasattr(net, "module") else net
+        b = batch["targets"].shape[0]
+        weights = F.one_hot(batch["instrument"], core.config.n_instruments).float()
+        drop = torch.rand(b, device=weights.device) < core.config.cond_dropout
+        logits = net(weights, batch["pitch"], batch["velocity"], batch["inputs"], drop)
+        loss = F.cross_entropy(logits.reshape(-1, core.vocab), batch["targets"].reshape(-1))
+        with torch.no_grad():
+            last = core.offsets[-2]
+            acc = (logits[:, last:].argmax(-1) == batch["targets"][:, last:]).float().mean()
+        return loss, {"acc_fine": acc.item()}
+
+    train(model, loss_fn, notes, config, run_dir, device=dev, fetch=fetch, quiet=quiet,
+          stop_after=stop_after)  # fmt: skip
+    return model
+
+
+def export_autoregressor(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
+    """Write the run's latest weights as a shipped autoregressor file; returns its metadata."""
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    config = state["config"]
+    ar_cfg = ARConfig.from_dict(config.get("autoregressor"))
+    tok_path = _tokenizer_path(config)
+    tokenizer = load_tokenizer(tok_path)
+    q = tokenizer.quantizer
+    model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size)
+    model.load_state_dict(state["model"])
+    data = config.get("data", {})
+    from mars_model.data.noteset import NoteSet
+
+    pitches = NoteSet(data["root"], "train", programs=data.get("programs")).conditions["pitch"]
+    meta = {
+        "pitch_range": [int(pitches.min()), int(pitches.max())],
+        "steps": int(state["step"]),
+        "data": data,
+        "instruments": sorted(int(p) for p in data.get("programs", [])),
+        "tokenizer_hash": file_hash(tok_path),
+        "exported": time.strftime("%Y-%m-%d"),
+    }
+    save_weights(out, KIND, {"autoregressor": ar_cfg.to_dict(), "scales": [list(s) for s in q.scales],
+                             "latent_dim": q.dim, "vocab": q.codebook_size}, model, meta)  # fmt: skip
+    return meta

@@ -1,0 +1,314 @@
+"""NoteGenerator: conditions in, waveforms out — the MARS model as the engine sees it.
+
+Pipeline per batch of :class:`~mars_model.api.NoteRequest`::
+
+    condition (instrument mix, pitch, velocity bucket)
+      -> autoregressor, scale 1 .. K (KV cache; classifier-free guidance; seeded sampling)
+      -> tokenizer decoder -> inverse CMX -> log-spectrogram [B, 1, 512, 256]
+      -> magnitude -> vocoder (Griffin-Lim) -> waveform [B, 64000] at 16 kHz
+
+"Cached coarse scales": the first ``coarse_scales`` scales of a condition (its tokens,
+running latent and KV cache) are computed once per (condition, seed) and reused, so a
+repeated note only refines the fine scales. Sampling draws use one generator per
+request, so a note's audio depends on its own seed, never on what it was batched with.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mars_model.api import NoteRequest, Sampling, velocity_bucket
+from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
+from mars_model.errors import MarsError
+from mars_model.spectral import SpectralFrontEnd
+from mars_model.tokenizer.model import Tokenizer
+from mars_model.tokenizer.train import load_tokenizer
+from mars_model.weights_io import file_hash, load_weights, shipped_path
+
+BACKENDS = ("eager", "compile", "cuda-graphs", "tensorrt")
+DEFAULT_TOKENIZER = "tokenizer.pt"
+DEFAULT_AUTOREGRESSOR = "autoregressor.pt"
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits outside the top-k / nucleus top-p set with -inf. ``[..., V]`` -> same shape."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[..., -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cumulative - sorted_logits.softmax(-1) > top_p  # keep the token that crosses top_p
+        remove = remove.scatter(-1, order, remove)
+        logits = logits.masked_fill(remove, float("-inf"))
+    return logits
+
+
+@dataclass
+class _Coarse:
+    """A condition's first scales: their token maps, running latent, and KV cache."""
+
+    indices: list[torch.Tensor]
+    f_hat: torch.Tensor
+    caches: list[dict[str, torch.Tensor]]
+
+
+class NoteGenerator:
+    """Generate notes with a tokenizer + autoregressor pair.
+
+    Args:
+        tokenizer: a trained :class:`Tokenizer` (eval mode).
+        autoregressor: a trained :class:`NextScaleTransformer` over that tokenizer's pyramid.
+        instruments: the GM programs the model was trained on (others are refused).
+        pitch_range: ``(lo, hi)`` MIDI pitches the model was trained on.
+        model_id: a short hash identifying the weights (for caches).
+        device: where to run.
+        vocoder_iters: Griffin-Lim iterations.
+        coarse_scales: how many leading scales to cache per (condition, seed); 0 disables.
+        backend: ``eager`` | ``compile`` | ``cuda-graphs`` | ``tensorrt`` (see :meth:`set_backend`).
+    """
+
+    sample_rate = 16000
+
+    def __init__(self, tokenizer: Tokenizer, autoregressor: NextScaleTransformer, instruments: Sequence[int],
+                 pitch_range: tuple[int, int], model_id: str, device: str | torch.device = "cpu",
+                 vocoder_iters: int = 16, coarse_scales: int = 4, backend: str = "eager",
+                 coarse_cache_size: int = 512) -> None:  # fmt: skip
+        self.device = torch.device(device)
+        self.tokenizer = tokenizer.to(self.device).eval()
+        self.autoregressor = autoregressor.to(self.device).eval()
+        self.quantizer = self.tokenizer.quantizer
+        self.instruments = tuple(sorted(int(i) for i in instruments))
+        self.pitch_range = (int(pitch_range[0]), int(pitch_range[1]))
+        self.model_id = model_id
+        self.front = SpectralFrontEnd(self.tokenizer.config.spectral)
+        self.sample_rate = self.front.config.sample_rate
+        self.vocoder_iters = vocoder_iters
+        if not 0 <= coarse_scales < len(self.quantizer.scales):
+            raise MarsError(f"coarse_scales must be in 0..{len(self.quantizer.scales) - 1}, got {coarse_scales}")
+        self.coarse_scales = coarse_scales
+        self._coarse: OrderedDict[str, _Coarse] = OrderedDict()
+        self._coarse_cache_size = coarse_cache_size
+        self.coarse_hits = 0
+        self.backend = "eager"
+        self._step = self.autoregressor.step
+        self.set_backend(backend)
+
+    # -- validation ------------------------------------------------------------------------
+    def check(self, request: NoteRequest) -> None:
+        """Raise :class:`MarsError` if the model cannot make ``request``."""
+        lo, hi = self.pitch_range
+        if not lo <= request.pitch <= hi:
+            raise MarsError(f"pitch {request.pitch} is outside this model's range {lo}..{hi}")
+        unknown = sorted(set(request.instrument_weights()) - set(self.instruments))
+        if unknown:
+            raise MarsError(f"instrument(s) {unknown} not in this model; it knows GM programs {list(self.instruments)}")
+
+    # -- backends --------------------------------------------------------------------------
+    def set_backend(self, backend: str) -> None:
+        """Choose how the per-scale step runs.
+
+        * ``eager``: plain PyTorch (CPU or GPU).
+        * ``compile``: ``torch.compile`` of the per-scale step (each scale has a fixed shape).
+        * ``cuda-graphs``: ``torch.compile(mode="reduce-overhead")``, which records CUDA graphs;
+          GPU only. Unverified here: no GPU on the development machines.
+        * ``tensorrt``: torch-tensorrt through ``torch.compile(backend="tensorrt")``; needs the
+          ``tensorrt`` extra and a GPU. Unverified here.
+        """
+        if backend not in BACKENDS:
+            raise MarsError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+        if backend in ("cuda-graphs", "tensorrt") and self.device.type != "cuda":
+            raise MarsError(f"backend {backend!r} needs a CUDA GPU; this generator runs on {self.device}")
+        step = self.autoregressor.step
+        if backend == "compile":
+            step = torch.compile(step, dynamic=False)
+        elif backend == "cuda-graphs":
+            step = torch.compile(step, mode="reduce-overhead", dynamic=False)
+        elif backend == "tensorrt":
+            try:
+                import torch_tensorrt  # noqa: F401
+            except ImportError:
+                raise MarsError("backend 'tensorrt' needs torch-tensorrt: pip install 'mars-synth[tensorrt]'") from None
+            step = torch.compile(step, backend="tensorrt", dynamic=False)
+        self._step, self.backend = step, backend
+
+    # -- generation ------------------------------------------------------------------------
+    def _conditions(self, requests: Sequence[NoteRequest]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        n_inst = self.autoregressor.config.n_instruments
+        weights = torch.zeros(len(requests), n_inst)
+        for row, req in enumerate(requests):
+            for program, w in req.instrument_weights().items():
+                weights[row, program] = w
+        pitch = torch.tensor([r.pitch for r in requests])
+        velocity = torch.tensor([velocity_bucket(r.velocity) for r in requests])
+        return weights.to(self.device), pitch.to(self.device), velocity.to(self.device)
+
+    def _sample(self, logits: torch.Tensor, requests: Sequence[NoteRequest],
+                generators: list[torch.Generator]) -> torch.Tensor:  # fmt: skip
+        """Per-request sampling (temperature, top-k, top-p) by Gumbel-max. ``[B, L, V]`` -> ``[B, L]``."""
+        out = []
+        for row, (req, gen) in enumerate(zip(requests, generators, strict=True)):
+            s: Sampling = req.sampling
+            lg = filter_logits(logits[row].float() / s.temperature, s.top_k, s.top_p)
+            u = torch.rand(lg.shape, generator=gen).clamp_(1e-10, 1.0).to(lg.device)
+            out.append((lg - torch.log(-torch.log(u))).argmax(-1))
+        return torch.stack(out)
+
+    def _guided_logits(self, cond: torch.Tensor, uncond: torch.Tensor | None, k: int,
+                       scale_input: torch.Tensor | None, caches, guidance: torch.Tensor) -> torch.Tensor:  # fmt: skip
+        if uncond is None:
+            return self._step(cond, k, scale_input, caches)
+        both = self._step(torch.cat([cond, uncond]), k,
+                          None if scale_input is None else torch.cat([scale_input, scale_input]), caches)  # fmt: skip
+        c, u = both.chunk(2)
+        return c + guidance[:, None, None] * (c - u)
+
+    @torch.no_grad()
+    def generate_spectrograms(self, requests: Sequence[NoteRequest], use_kv_cache: bool = True,
+                              use_coarse_cache: bool = True) -> torch.Tensor:  # fmt: skip
+        """Log-spectrograms ``[B, 1, F, T]`` for ``requests`` (validated first)."""
+        for req in requests:
+            self.check(req)
+        if not requests:
+            return torch.zeros(0, 1, *self.front.config.shape)
+        ar, q = self.autoregressor, self.quantizer
+        weights, pitch, velocity = self._conditions(requests)
+        cond = ar.condition(weights, pitch, velocity)
+        guidance = torch.tensor([r.sampling.guidance for r in requests], device=self.device)
+        uncond = None
+        if bool((guidance > 0).any()):
+            uncond = ar.condition.null.expand_as(cond)
+        generators = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+
+        if not use_kv_cache:
+            return self._generate_without_cache(requests, cond, uncond, guidance, generators, weights, pitch, velocity)
+
+        n_coarse = self.coarse_scales if use_coarse_cache else 0
+        keys = [f"{r.cache_key()}" for r in requests]
+        start, indices, f_hat, caches = self._coarse_start(keys, n_coarse, cond, uncond, guidance, requests, generators)
+        for k in range(start, len(q.scales)):
+            scale_input = None if k == 0 else q.next_input(f_hat, k - 1)
+            logits = self._guided_logits(cond, uncond, k, scale_input, caches, guidance)
+            idx = self._sample(logits, requests, generators).reshape(-1, *q.scales[k])
+            indices.append(idx)
+            f_hat = q.add_scale(f_hat, k, idx)
+            if n_coarse and k + 1 == n_coarse:
+                self._store_coarse(keys, indices, f_hat, caches, uncond is not None)
+        return self.tokenizer.decode_latent(f_hat)
+
+    def _coarse_start(self, keys, n_coarse, cond, uncond, guidance, requests, generators):
+        """Resume from cached coarse scales when every request of the batch has them."""
+        caches = [{} for _ in self.autoregressor.blocks]
+        if not n_coarse or not all(k in self._coarse for k in keys):
+            return 0, [], None, caches
+        entries = [self._coarse[k] for k in keys]
+        for k in keys:
+            self._coarse.move_to_end(k)
+        self.coarse_hits += len(keys)
+        indices = [torch.cat([e.indices[s] for e in entries]) for s in range(n_coarse)]
+        f_hat = torch.cat([e.f_hat for e in entries])
+        for layer, cache in enumerate(caches):
+            for name in ("k", "v"):
+                parts = [e.caches[layer][name] for e in entries]
+                if uncond is not None:  # stored as [cond rows; uncond rows] per entry
+                    parts = [p[: len(p) // 2] for p in parts] + [p[len(p) // 2 :] for p in parts]
+                cache[name] = torch.cat(parts)
+        # Advance each request's generator past the draws the coarse scales consumed.
+        for gen in generators:
+            for h, w in self.quantizer.scales[:n_coarse]:
+                torch.rand((h * w, self.quantizer.codebook_size), generator=gen)
+        return n_coarse, indices, f_hat, caches
+
+    def _store_coarse(self, keys, indices, f_hat, caches, guided: bool) -> None:
+        b = len(keys)
+        for row, key in enumerate(keys):
+            rows = [row, row + b] if guided else [row]
+            self._coarse[key] = _Coarse(
+                indices=[i[row : row + 1].clone() for i in indices],
+                f_hat=f_hat[row : row + 1].clone(),
+                caches=[{n: c[n][rows].clone() for n in ("k", "v")} for c in caches],
+            )
+            self._coarse.move_to_end(key)
+        while len(self._coarse) > self._coarse_cache_size:
+            self._coarse.popitem(last=False)
+
+    def _generate_without_cache(self, requests, cond, uncond, guidance, generators, weights, pitch, velocity):
+        """Reference path: recompute the whole prefix at every scale (no KV cache)."""
+        ar, q = self.autoregressor, self.quantizer
+        indices: list[torch.Tensor] = []
+        f_hat = None
+        for k in range(len(q.scales)):
+            inputs = q.teacher_inputs(indices + [indices[-1]])[:k] if k else []
+            hi = ar.offsets[k + 1]
+            x = ar.embed_inputs(cond, inputs, 0)
+            lo = ar.offsets[k]
+            logits = self._full_prefix_logits(x, cond, hi)[:, lo:hi]
+            if uncond is not None:
+                xu = ar.embed_inputs(uncond, inputs, 0)
+                lu = self._full_prefix_logits(xu, uncond, hi)[:, lo:hi]
+                logits = logits + guidance[:, None, None] * (logits - lu)
+            idx = self._sample(logits, requests, generators).reshape(-1, *q.scales[k])
+            indices.append(idx)
+            f_hat = q.add_scale(f_hat, k, idx)
+        return self.tokenizer.decode_latent(f_hat)
+
+    def _full_prefix_logits(self, x: torch.Tensor, cond: torch.Tensor, hi: int) -> torch.Tensor:
+        ar = self.autoregressor
+        cond_act = F.silu(cond)
+        mask = ar.mask[:hi, :hi]
+        for block in ar.blocks:
+            x = block(x, cond_act, mask)
+        return ar._logits(x, cond_act)
+
+    def vocode(self, logspec: torch.Tensor) -> torch.Tensor:
+        """``[B, 1, F, T]`` log-spectrogram -> ``[B, N]`` waveform."""
+        mag = self.front.log_to_magnitude(logspec[:, 0].float())
+        return self.front.griffin_lim(mag, n_iter=self.vocoder_iters, seed=0)
+
+    def generate(self, requests: Sequence[NoteRequest], return_spectrograms: bool = False):
+        """Generate notes.
+
+        Args:
+            requests: the notes; each is validated (pitch range, known instruments).
+            return_spectrograms: also return the log-spectrograms ``[B, 1, F, T]``.
+        Returns:
+            float32 ``[B, N]`` waveforms at :attr:`sample_rate` (numpy), and the
+            spectrograms (torch) when asked.
+        """
+        specs = self.generate_spectrograms(requests)
+        waves = self.vocode(specs).cpu().numpy().astype(np.float32) if len(requests) else np.zeros((0, self.front.config.n_samples), np.float32)
+        return (waves, specs) if return_spectrograms else waves
+
+
+def load_generator(tokenizer_path: str | Path | None = None, autoregressor_path: str | Path | None = None,
+                   device: str | torch.device = "cpu", **options) -> NoteGenerator:  # fmt: skip
+    """Load the shipped default model (or the given weight files) as a :class:`NoteGenerator`."""
+    tok_path = Path(tokenizer_path) if tokenizer_path else shipped_path(DEFAULT_TOKENIZER)
+    ar_path = Path(autoregressor_path) if autoregressor_path else shipped_path(DEFAULT_AUTOREGRESSOR)
+    for path in (tok_path, ar_path):
+        if not path.is_file():
+            raise MarsError(f"model file {path} is missing; reinstall mars-synth or train one (see README)")
+    tokenizer = load_tokenizer(tok_path, device)
+    blob = load_weights(ar_path, "autoregressor")
+    cfg = blob["config"]
+    ar_cfg = ARConfig.from_dict(cfg["autoregressor"], where=f"{ar_path}: autoregressor")
+    q = tokenizer.quantizer
+    if [tuple(s) for s in cfg["scales"]] != q.scales or cfg["vocab"] != q.codebook_size:
+        raise MarsError(f"{ar_path} was trained for another tokenizer than {tok_path}")
+    ar = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size)
+    try:
+        ar.load_state_dict(blob["state"])
+    except RuntimeError:
+        raise MarsError(f"{ar_path}: weights do not match its autoregressor config") from None
+    meta = blob["meta"]
+    instruments = meta.get("instruments") or list(range(ar_cfg.n_instruments))
+    pitch_range = tuple(meta.get("pitch_range", (0, 127)))
+    model_id = (file_hash(tok_path)[:8] + file_hash(ar_path)[:8])
+    return NoteGenerator(tokenizer, ar, instruments, pitch_range, model_id, device, **options)

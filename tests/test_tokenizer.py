@@ -1,0 +1,146 @@
+"""The shared multi-scale tokenizer and the training loop it uses."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from mars_model.errors import MarsError
+from mars_model.tokenizer import TokenizerConfig, build_tokenizer
+from mars_model.tokenizer.train import load_tokenizer, reconstruction_loss
+from mars_model.training import load_checkpoint, train
+from mars_model.weights_io import save_weights
+from tests.tiny_models import TINY_TOKENIZER, tiny_tokenizer
+
+
+def test_default_config_shapes_through_every_scale():
+    cfg = TokenizerConfig()
+    tok = build_tokenizer(cfg).eval()
+    spec = torch.randn(2, 1, 512, 256).clamp(-1, 1)
+    recon, indices, vq = tok(spec)
+    assert recon.shape == spec.shape
+    assert [tuple(i.shape) for i in indices] == [(2, h, w) for h, w in cfg.scales]
+    assert cfg.latent_grid == cfg.scales[-1]
+    assert all(int(i.max()) < cfg.codebook_size for i in indices)
+    assert vq.dim() == 0
+
+
+def test_one_codebook_is_shared_by_all_scales():
+    tok = tiny_tokenizer()
+    codebooks = [n for n, p in tok.named_parameters() if "codebook" in n]
+    assert codebooks == ["quantizer.codebook"]
+    spec = torch.randn(3, 1, 32, 64)
+    indices = tok.encode(spec)
+    before = tok.decode(indices)
+    # Changing the one code used by the coarsest scale changes the decoding, and every
+    # scale's indices point into the same table.
+    code = int(indices[0][0, 0, 0])
+    with torch.no_grad():
+        tok.quantizer.codebook[code] += 1.0
+    assert not torch.allclose(tok.decode(indices)[0], before[0])
+    assert all(i.max() < tok.quantizer.codebook.shape[0] for i in indices)
+
+
+def test_decode_of_encode_equals_forward():
+    tok = tiny_tokenizer()
+    spec = torch.randn(2, 1, 32, 64)
+    recon, _, _ = tok(spec)
+    assert torch.allclose(tok.decode(tok.encode(spec)), recon, atol=1e-5)
+
+
+def test_teacher_inputs_match_incremental_inference():
+    q = tiny_tokenizer().quantizer
+    indices = [torch.randint(0, 32, (2, h, w)) for h, w in q.scales]
+    teacher = q.teacher_inputs(indices)
+    f_hat = None
+    for k in range(len(q.scales) - 1):
+        f_hat = q.add_scale(f_hat, k, indices[k])
+        assert torch.allclose(q.next_input(f_hat, k), teacher[k])
+
+
+def test_dead_codes_are_restarted():
+    tok = tiny_tokenizer().train()
+    q = tok.quantizer
+    q.usage_decay = 0.9  # forget faster than the default 0.99 so the test needs few steps
+    with torch.no_grad():
+        q.codebook[5:] = 100.0  # far from any latent: never chosen
+    for _ in range(60):
+        tok(torch.randn(4, 1, 32, 64))
+    assert (q.codebook[5:] < 50).any(), "unused codes were moved next to real latents"
+
+
+def _dataset(n=24, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [{"spec": torch.randn(1, 32, 64, generator=gen).clamp(-1, 1)} for _ in range(n)]
+
+
+def _config(steps=6):
+    return {"tokenizer": json.loads(json.dumps(TINY_TOKENIZER.to_dict())),
+            "train": {"steps": steps, "batch_size": 4, "lr": 1e-3, "warmup": 2, "checkpoint_every": 3,
+                      "log_every": 1, "seed": 0}}  # fmt: skip
+
+
+def test_training_resumes_with_the_same_loss_trajectory(tmp_path):
+    data, config = _dataset(), _config()
+    loss_fn = reconstruction_loss({})
+    straight = train(tiny_tokenizer().train(), loss_fn, data, config, tmp_path / "a", quiet=True)
+    first = train(tiny_tokenizer().train(), loss_fn, data, config, tmp_path / "b", quiet=True, stop_after=3)
+    rest = train(tiny_tokenizer(seed=99).train(), loss_fn, data, config, tmp_path / "b", quiet=True)
+    assert [r["step"] for r in first + rest] == list(range(6))
+    assert [r["loss"] for r in first + rest] == pytest.approx([r["loss"] for r in straight], rel=1e-5)
+    assert load_checkpoint(tmp_path / "b" / "last.pt")["step"] == 6
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path):
+    data, config = _dataset(), _config()
+    train(tiny_tokenizer().train(), reconstruction_loss({}), data, config, tmp_path, quiet=True, stop_after=3)
+    other = _config()
+    other["tokenizer"]["beta"] = 0.5
+    with pytest.raises(MarsError, match="different config"):
+        train(tiny_tokenizer().train(), reconstruction_loss({}), data, other, tmp_path, quiet=True)
+
+
+def test_shipped_weight_round_trip_and_corrupt_file(tmp_path):
+    tok = tiny_tokenizer()
+    path = tmp_path / "tok.pt"
+    save_weights(path, "tokenizer", {"tokenizer": TINY_TOKENIZER.to_dict()}, tok, half=False)
+    loaded = load_tokenizer(path)
+    spec = torch.randn(1, 1, 32, 64)
+    assert torch.allclose(loaded(spec)[0], tok(spec)[0], atol=1e-6)
+    path.write_bytes(path.read_bytes()[:1000])
+    with pytest.raises(MarsError, match="corrupt or truncated"):
+        load_tokenizer(path)
+
+
+def test_bad_config_key_names_key_and_allowed(tmp_path):
+    with pytest.raises(MarsError, match="unknown key.*codebok_size.*allowed"):
+        TokenizerConfig.from_dict({"codebok_size": 10})
+
+
+def test_train_cli_errors_are_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "empty" / "train").mkdir(parents=True)
+    config = _config()
+    config["data"] = {"root": str(tmp_path / "empty")}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(config))
+    proc = subprocess.run([sys.executable, "-m", "engine.bindings.cli", "train", "tokenizer", "--config",
+                           str(tmp_path / "c.yaml"), "--run", str(tmp_path / "run"), "--quiet"],
+                          capture_output=True, text=True)  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().count("\n") == 0 and "examples.json" in proc.stderr
+
+
+def test_noteset_program_filter_rejects_unknown(tmp_path):
+    from mars_model.data.noteset import NoteSet
+
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "examples.json").write_text(json.dumps(
+        {"a": {"instrument": 1, "instrument_family": 0, "pitch": 60, "velocity": 50}}))
+    assert len(NoteSet(tmp_path, "train", programs=[1])) == 1
+    with pytest.raises(MarsError, match="no notes of instruments"):
+        NoteSet(tmp_path, "train", programs=[7])
+    assert np.array_equal(NoteSet(tmp_path, "train").conditions["pitch"], [60])

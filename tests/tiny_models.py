@@ -1,0 +1,22 @@
+"""Tiny configurations of the real models, small enough for unit tests to train in seconds."""
+
+from mars_model.autoregressor import ARConfig, build_autoregressor
+from mars_model.spectral import SpectralConfig
+from mars_model.tokenizer import TokenizerConfig, build_tokenizer
+
+# 1008 samples, n_fft 64, hop 16 -> a 32 x 64 spectrogram.
+TINY_SPECTRAL = SpectralConfig(sample_rate=16000, n_fft=64, hop=16, n_samples=1008)
+TINY_TOKENIZER = TokenizerConfig(
+    cmx=(4, 4), channels=(8, 16), strides=((2, 2),), res_blocks=1, latent_dim=8,
+    codebook_size=32, scales=((1, 1), (2, 2), (4, 8)), n_refine=2, spectral=TINY_SPECTRAL,
+)  # fmt: skip
+TINY_AR = ARConfig(dim=32, depth=2, heads=2, cond_dropout=0.0, n_instruments=8, n_pitches=128)
+
+
+def tiny_tokenizer(seed: int = 0):
+    return build_tokenizer(TINY_TOKENIZER, seed=seed).eval()
+
+
+def tiny_autoregressor(seed: int = 0):
+    q = TINY_TOKENIZER
+    return build_autoregressor(TINY_AR, q.scales, q.latent_dim, q.codebook_size, seed=seed).eval()
