@@ -229,6 +229,9 @@ class NoteGenerator:
     def _store_coarse(self, keys, indices, f_hat, caches, guided: bool) -> None:
         b = len(keys)
         for row, key in enumerate(keys):
+            if key in self._coarse:  # write-once: a note's coarse scales never change under it
+                self._coarse.move_to_end(key)
+                continue
             rows = [row, row + b] if guided else [row]
             self._coarse[key] = _Coarse(
                 indices=[i[row : row + 1].clone() for i in indices],
