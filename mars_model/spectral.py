@@ -240,14 +240,16 @@ class SpectralFrontEnd:
         zeros, the historical behaviour); ``"zeros"`` is zero phase.
 
         Args:
-            mag: ``[B, F, T]`` magnitudes.
+            mag: ``[B, F, T]`` (or ``[F, T]``) magnitudes.
             init: ``"phase-locked"``, ``"random"`` or ``"zeros"``.
             seed: seed of the ``"random"`` draw (ignored by the others).
         Returns:
-            ``[B, F, T]`` float32 phase in radians.
+            ``[B, F, T]`` (or ``[F, T]``) float32 phase in radians, not wrapped.
         """
         if init not in GRIFFIN_LIM_INITS:
             raise ValueError(f"init must be one of {GRIFFIN_LIM_INITS}, got {init!r}")
+        if mag.dim() == 2:
+            return self.initial_phase(mag[None], init=init, seed=seed)[0]
         mag = mag.float()
         if init == "zeros" or (init == "random" and seed is None):
             return torch.zeros_like(mag)

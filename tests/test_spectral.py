@@ -155,6 +155,7 @@ def test_phase_locked_is_batched_deterministic_and_shaped():
     mag = SHORT.stft(torch.stack([decaying_note(147.0), steady_harmonic_note(440.0)])).abs()
     phase = SHORT.initial_phase(mag)
     assert phase.shape == mag.shape == (2, 512, 64) and phase.dtype == torch.float32
+    assert torch.equal(SHORT.initial_phase(mag[1]), phase[1])
     together = SHORT.griffin_lim(mag, n_iter=3)
     assert torch.equal(together, SHORT.griffin_lim(mag, n_iter=3))
     alone = torch.cat([SHORT.griffin_lim(mag[i : i + 1], n_iter=3) for i in range(2)])

@@ -125,7 +125,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=7, help="timed runs per cell (median)")
     parser.add_argument("--threads", default="1,2", help="torch thread counts to time")
     parser.add_argument("--batches", default="1,16", help="batch sizes to time")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated INIT:ITERATIONS to measure (e.g. random:32,phase-locked:8); "
+        "default: every setting",
+    )
     args = parser.parse_args(argv)
+    settings = [
+        s for s in SETTINGS if not args.only or f"{s.init}:{s.n_iter}" in args.only.split(",")
+    ]
+    if not settings:
+        parser.error(f"--only {args.only!r} matches none of the settings")
     threads = [int(t) for t in args.threads.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
 
@@ -141,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
     load_before = os.getloadavg()
 
     rows = []
-    for setting in SETTINGS:
+    for setting in settings:
         run = vocoder(front, setting)
         torch.set_num_threads(1)
         with torch.inference_mode():
