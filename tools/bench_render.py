@@ -13,8 +13,9 @@ FluidSynth renders with ``fluidsynth -ni -F OUT -r RATE SOUNDFONT IN.mid`` (its 
 reverb and chorus on). Peak memory is each process's maximum resident set size (wait4).
 Targets (issue #5): warm at least as fast as FluidSynth; cold at least 3x real time.
 ``--note-source module:factory`` renders with another NoteSource (``MARS_SYNTH_NOTE_SOURCE``;
-the tests' directory is put on the path), e.g. the additive test instrument while no
-trained model is installed.
+``tests/`` and ``tools/`` are put on the path) while no trained model is installed: the
+tests' additive instrument (``test_engine_harmonic_source:HarmonicNoteSource``) or notes
+rendered from the SoundFont like the training set (``bench_render:SoundFontNoteSource``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,40 @@ import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
 SOUNDFONTS = (Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"), Path("/usr/share/sounds/sf2/TimGM6mb.sf2"))
+
+
+class SoundFontNoteSource:
+    """Reference NoteSource: notes rendered by FluidSynth from a GM SoundFont exactly as the
+    training set is built (``mars_model.data.build.render_notes``: 4 s at 16 kHz, held 3 s).
+
+    It is not the model. It lets the engine be heard and timed with notes like the ones MARS
+    learns from, before a trained model ships (``--note-source bench_render:SoundFontNoteSource``).
+    A morph plays its heaviest program. ``MARS_BENCH_SOUNDFONT`` picks the SoundFont.
+    """
+
+    sample_rate = 16000
+    pitch_range = (21, 108)
+
+    def __init__(self, soundfont: Path | None = None) -> None:
+        chosen = soundfont or os.environ.get("MARS_BENCH_SOUNDFONT")
+        self.soundfont = Path(chosen) if chosen else next(sf for sf in SOUNDFONTS if sf.is_file())
+        self.model_id = f"soundfont-{self.soundfont.stem}"
+
+    def generate(self, requests):
+        """float32 ``[len(requests), 64000]``, one FluidSynth run per program."""
+        import numpy as np
+
+        from mars_model.data.build import render_notes
+
+        out = np.zeros((len(requests), 64000), np.float32)
+        by_program: dict[int, list[int]] = {}
+        for row, request in enumerate(requests):
+            weights = request.instrument_weights()
+            by_program.setdefault(max(weights, key=weights.get), []).append(row)
+        for program, rows in by_program.items():
+            notes = render_notes(self.soundfont, program, [(requests[r].pitch, requests[r].velocity) for r in rows])
+            out[rows] = notes
+        return out
 
 
 def timed_run(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, float]:
@@ -64,7 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     if args.note_source:
         env["MARS_SYNTH_NOTE_SOURCE"] = args.note_source
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), str(REPO / "tools"),
+                                                          env.get("PYTHONPATH")]))  # fmt: skip
     ours = [sys.executable, "-m", "engine.bindings.cli", "render"]
     print(f"# bench_render: {args.repeats} repeats, medians; {args.sample_rate} Hz; FluidSynth with {soundfont.name}; "
           f"notes from {args.note_source or 'the shipped model'}; {os.cpu_count()} CPUs")
