@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import mido
 import pytest
@@ -140,3 +141,20 @@ def test_bad_map_files_name_the_problem(tmp_path, text, words):
     with pytest.raises(MarsError, match=words) as err:
         ProgramMap.load(path)
     assert str(path) in str(err.value) and "\n" not in str(err.value)
+
+
+def test_examples_are_the_project_scripts_output(tmp_path):
+    """examples/*.mid are written by tools/make_examples.py, byte for byte, and read back sensibly."""
+    import runpy
+
+    repo = Path(__file__).resolve().parents[1]
+    script = runpy.run_path(str(repo / "tools" / "make_examples.py"))
+    assert script["main"](["-o", str(tmp_path)]) == 0
+    for name in ("piano_pedal.mid", "gm_band.mid"):
+        assert (tmp_path / name).read_bytes() == (repo / "examples" / name).read_bytes()
+    piano = read_midi_file(repo / "examples" / "piano_pedal.mid", 48000)
+    band = read_midi_file(repo / "examples" / "gm_band.mid", 48000)
+    kinds = {(t.message.type, getattr(t.message, "control", None)) for t in band.messages}
+    assert ("control_change", 64) in {(t.message.type, getattr(t.message, "control", None)) for t in piano.messages}
+    assert {("pitchwheel", None), ("program_change", None), ("control_change", 1), ("control_change", 11)} <= kinds
+    assert any(t.message.channel == 9 for t in band.messages) and band.tempo_changes >= 4

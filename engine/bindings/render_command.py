@@ -34,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="sample format: 16, 24 or float (default 24; float only in WAV)")  # fmt: skip
     parser.add_argument("--gain", type=float, default=0.5,
                         help="master gain, linear, before the soft limiter (default 0.5)")  # fmt: skip
-    parser.add_argument("--polyphony", type=int, default=64, help="most voices at once (default 64)")
+    parser.add_argument("--polyphony", type=int, default=64, metavar="N", help="most voices at once (default 64)")
     parser.add_argument("--preset", metavar="NAME",
                         help="one preset (name or .yaml file) for every channel; see 'mars-synth presets'")  # fmt: skip
     parser.add_argument("--map", type=Path, metavar="MAP.yaml",
