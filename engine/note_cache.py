@@ -74,6 +74,9 @@ class NoteCache:
         cache_dir: disk cache root (``None``: memory only).
         batch_size: notes per ``generate`` call.
         progress: show a progress bar while generating.
+
+    Not thread-safe: one thread (the renderer, or live play's generation worker) fills it;
+    the :class:`NoteSample` objects it hands out are immutable and may go to any thread.
     """
 
     sample_rate: int
