@@ -158,3 +158,31 @@ def test_examples_are_the_project_scripts_output(tmp_path):
     assert ("control_change", 64) in {(t.message.type, getattr(t.message, "control", None)) for t in piano.messages}
     assert {("pitchwheel", None), ("program_change", None), ("control_change", 1), ("control_change", 11)} <= kinds
     assert any(t.message.channel == 9 for t in band.messages) and band.tempo_changes >= 4
+
+
+def test_damaged_files_give_a_score_or_one_clear_error_never_a_crash(tmp_path):
+    import random
+
+    data = (Path(__file__).resolve().parents[1] / "examples" / "gm_band.mid").read_bytes()
+    rng = random.Random(0)
+    outcomes = {"read": 0, "refused": 0}
+    for i in range(150):
+        damaged = bytearray(data)
+        for _ in range(rng.randint(1, 8)):
+            at = rng.randrange(len(damaged))
+            roll = rng.random()
+            if roll < 0.6:
+                damaged[at] = rng.randrange(256)
+            elif roll < 0.8:
+                del damaged[at : at + rng.randint(1, 50)]
+            else:
+                damaged[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 10)))
+        path = tmp_path / f"damaged{i}.mid"
+        path.write_bytes(bytes(damaged))
+        try:
+            read_midi_file(path, 48000)
+            outcomes["read"] += 1
+        except MarsError as err:
+            assert "\n" not in str(err)
+            outcomes["refused"] += 1
+    assert outcomes["read"] > 0 and outcomes["refused"] > 0
