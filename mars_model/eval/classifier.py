@@ -7,9 +7,9 @@ the real training notes and shipped as ``mars_model/weights/eval_classifier.pt``
 Input pipeline (inside the model, so callers hand it the project's log spectrograms)::
 
     log spectrogram   [B, 512, 256]   normalised log-magnitude (``SpectralFrontEnd``)
-    -> time average pool by 8            [B, 512, 32]    (128 ms frames)
-    -> log-frequency projection          [B, 192, 32]    2 bands per semitone from MIDI 21
-    -> conv trunk (4 x conv3x3/BN/ReLU/maxpool2)  [B, 64, 12, 2] -> flatten [B, 1536]
+    -> time average pool by 16           [B, 512, 16]    (256 ms frames)
+    -> log-frequency projection          [B, 192, 16]    2 bands per semitone from MIDI 21
+    -> conv trunk (4 x conv3x3/BN/ReLU/maxpool2)  [B, 64, 12, 1] -> flatten [B, 768]
     -> pitch embedding  [B, 128] -> pitch logits  [B, 128]  (MIDI 0..127)
     -> family embedding [B, 128] -> family logits [B, 11]   (NSynth family order)
 
@@ -48,7 +48,7 @@ class ClassifierConfig:
         n_frames: frames of the input spectrogram (256).
         sample_rate: audio rate the spectrogram was made at (Hz).
         n_fft: FFT size of the spectrogram (bin spacing ``sample_rate / n_fft``).
-        time_pool: frames averaged into one (256 / 8 = 32 frames).
+        time_pool: frames averaged into one (256 / 16 = 16 frames, 256 ms each).
         midi_low: MIDI pitch of the lowest log-frequency band centre.
         bands_per_semitone: log-frequency resolution.
         n_bands: number of log-frequency bands (192 = 8 octaves at 2 per semitone).
@@ -63,7 +63,7 @@ class ClassifierConfig:
     n_frames: int = 256
     sample_rate: int = 16000
     n_fft: int = 1024
-    time_pool: int = 8
+    time_pool: int = 16
     midi_low: float = 21.0
     bands_per_semitone: int = 2
     n_bands: int = 192
@@ -126,9 +126,11 @@ class ClassifierOutput:
     Attributes:
         pitch_probs: ``[N, 128]`` softmax over MIDI pitches.
         family_probs: ``[N, 11]`` softmax over families.
-        pitch_embedding: ``[N, D]`` the pitch head's features (PKID, pitch Fréchet).
-        family_embedding: ``[N, D]`` the family head's features (IKID, family Fréchet).
-        spectral_features: ``[N, 1536]`` the log-frequency input pooled 2 x 2 (NDB bins).
+        pitch_embedding: ``[N, D]`` the pitch head's features (PKID, pitch Fréchet),
+            divided by their RMS over the training notes.
+        family_embedding: ``[N, D]`` the family head's features (IKID, family Fréchet),
+            scaled the same way.
+        spectral_features: ``[N, 768]`` the log-frequency input pooled 2 x 2 (NDB bins).
     """
 
     pitch_probs: np.ndarray
@@ -176,9 +178,13 @@ class NoteClassifier(nn.Module):
         )  # fmt: skip
         self.pitch_head = nn.Linear(config.embed_dim, config.n_pitches)
         self.family_head = nn.Linear(config.embed_dim, config.n_families)
+        # RMS of the (pitch, family) embeddings over the training notes, set after training:
+        # :meth:`describe` divides by it so real notes have |x|^2 / D ~ 1, the regime the
+        # KID kernel (x.y / D + 1)^3 is meant for.
+        self.register_buffer("embedding_scale", torch.ones(2))
 
     def prepare(self, spec: torch.Tensor) -> torch.Tensor:
-        """Log spectrogram ``[B, F, T]`` (or ``[B, 1, F, T]``) -> trunk input ``[B, bands, T/8]``."""
+        """Log spectrogram ``[B, F, T]`` (or ``[B, 1, F, T]``) -> trunk input ``[B, bands, T/16]``."""
         if spec.dim() == 4:
             spec = spec[:, 0]
         cfg = self.config
@@ -188,8 +194,8 @@ class NoteClassifier(nn.Module):
                 f"spectrograms, got {list(spec.shape)}"
             )
         spec = spec.float()
-        pooled = spec.reshape(*spec.shape[:2], -1, cfg.time_pool).mean(dim=-1)  # [B, F, T/8]
-        return torch.matmul(self.projection, pooled)  # [B, bands, T/8]
+        pooled = spec.reshape(*spec.shape[:2], -1, cfg.time_pool).mean(dim=-1)  # [B, F, T']
+        return torch.matmul(self.projection, pooled)  # [B, bands, T']
 
     def forward_prepared(
         self, x: torch.Tensor
@@ -233,8 +239,8 @@ class NoteClassifier(nn.Module):
             pitch, family, pitch_emb, family_emb = self.forward_prepared(x)
             outs["pp"].append(pitch.softmax(-1).cpu().numpy())
             outs["fp"].append(family.softmax(-1).cpu().numpy())
-            outs["pe"].append(pitch_emb.cpu().numpy())
-            outs["fe"].append(family_emb.cpu().numpy())
+            outs["pe"].append((pitch_emb / self.embedding_scale[0]).cpu().numpy())
+            outs["fe"].append((family_emb / self.embedding_scale[1]).cpu().numpy())
             outs["sf"].append(nn.functional.avg_pool2d(x[:, None], 2).flatten(1).cpu().numpy())
             if progress:
                 progress(len(batch))
@@ -242,6 +248,26 @@ class NoteClassifier(nn.Module):
         if not outs["pp"]:
             raise MarsError("no notes to classify")
         return ClassifierOutput(*(np.concatenate(outs[k]) for k in ("pp", "fp", "pe", "fe", "sf")))
+
+
+@torch.no_grad()
+def calibrate_embedding_scale(
+    model: NoteClassifier, x: torch.Tensor, batch_size: int = 256
+) -> None:
+    """Set ``model.embedding_scale`` to the RMS of each embedding over trunk inputs ``x``.
+
+    Args:
+        x: ``[N, bands, frames]`` prepared inputs of real (training) notes.
+    """
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(2, dtype=torch.float64)
+    for start in range(0, len(x), batch_size):
+        _, _, pe, fe = model.forward_prepared(x[start : start + batch_size].float())
+        sums += torch.stack([pe.double().pow(2).sum(), fe.double().pow(2).sum()])
+    rms = (sums / (len(x) * model.config.embed_dim)).sqrt().clamp_min(1e-6)
+    model.embedding_scale.copy_(rms.float())
+    model.train(was_training)
 
 
 def save_classifier(model: NoteClassifier, path: str | os.PathLike, info: dict) -> None:

@@ -18,8 +18,9 @@ Paired metrics (:func:`paired_spectrogram_errors`) compare note ``i`` of one set
 
 from __future__ import annotations
 
+from statistics import NormalDist
+
 import numpy as np
-import scipy.linalg
 
 from mars_model.spectral import DB_SCALE
 
@@ -96,15 +97,19 @@ def frechet_distance(features_a: np.ndarray, features_b: np.ndarray) -> float:
     if len(a) < 2 or len(b) < 2:
         raise ValueError("frechet_distance needs at least 2 notes per set")
     mu_a, mu_b = a.mean(axis=0), b.mean(axis=0)
-    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    covmean = scipy.linalg.sqrtm(cov_a @ cov_b)
-    if not np.isfinite(covmean).all():
-        # Singular product (e.g. dead ReLU units): regularise, as the FID reference code does.
-        offset = np.eye(len(cov_a)) * 1e-6
-        covmean = scipy.linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
-    covmean = np.real(covmean)
-    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * np.trace(covmean)
+    cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))
+    # tr(sqrtm(S_a S_b)) = tr(sqrtm(R S_b R)) with R = sqrtm(S_a): a symmetric PSD problem,
+    # stable even when dead ReLU units make the covariances singular.
+    root_a = _psd_sqrt(cov_a)
+    eig = np.linalg.eigvalsh(root_a @ cov_b @ root_a)
+    trace_covmean = np.sqrt(np.clip(eig, 0.0, None)).sum()
+    value = ((mu_a - mu_b) ** 2).sum() + np.trace(cov_a) + np.trace(cov_b) - 2 * trace_covmean
     return float(max(value, 0.0))
+
+
+def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
+    values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
+    return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
 def kmeans(
@@ -171,8 +176,6 @@ def ndb(
         ``{"ndb": int, "ndb_over_k": float, "k": k, "reference_proportions": [k],
         "candidate_proportions": [k]}``.
     """
-    from scipy.stats import norm
-
     ref, cand = _check_features(reference, candidate, "ndb")
     if len(cand) == 0:
         raise ValueError("ndb: the candidate set is empty")
@@ -184,7 +187,7 @@ def ndb(
     pooled = (p_ref * n + p_cand * m) / (n + m)
     se = np.sqrt(pooled * (1 - pooled) * (1 / n + 1 / m))
     z = np.divide(p_ref - p_cand, se, out=np.zeros(k), where=se > 0)
-    different = int((np.abs(z) > norm.ppf(1 - alpha / 2)).sum())
+    different = int((np.abs(z) > NormalDist().inv_cdf(1 - alpha / 2)).sum())
     return {
         "ndb": different,
         "ndb_over_k": different / k,

@@ -13,7 +13,12 @@ import torch
 from torch import nn
 
 from mars_model.errors import MarsError
-from mars_model.eval.classifier import ClassifierConfig, NoteClassifier, save_classifier
+from mars_model.eval.classifier import (
+    ClassifierConfig,
+    NoteClassifier,
+    calibrate_embedding_scale,
+    save_classifier,
+)
 
 
 @dataclass(frozen=True)
@@ -31,13 +36,13 @@ class ClassifierTraining:
         patience: stop after this many epochs without a better validation score.
     """
 
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-4
     seed: int = 0
     train_limit: int | None = None
-    max_minutes: float = 14.0
+    max_minutes: float = 13.0
     patience: int = 3
 
 
@@ -162,6 +167,7 @@ def train_classifier(
         if stale >= settings.patience or minutes >= settings.max_minutes:
             break
     model.load_state_dict(best_state)
+    calibrate_embedding_scale(model, x_train)
     train_pitch, train_family = _accuracy(model, x_train, p_train, f_train)
     best = history[best_epoch - 1]
     info = {
