@@ -6,7 +6,7 @@ import pytest
 from mars_model.eval.pitch import estimate_pitch, midi_to_hz, pyin_accuracy
 
 RATE = 16000
-PITCHES = np.array([28, 40, 52, 57, 64, 69, 76, 88, 100])
+PITCHES = np.array([21, 24, 28, 40, 52, 57, 64, 69, 76, 88, 100, 108])
 
 
 def tone(midi: float, seconds: float = 4.0, harmonics: int = 6) -> np.ndarray:

@@ -60,14 +60,14 @@ def make_notes(pitches=range(48, 73, 2), families=(0, 4, 9), velocities=(50, 100
 
 @pytest.fixture(scope="module")
 def sets(tmp_path_factory) -> Path:
-    """real/{train,test}, an exact copy of real test, a noisy copy, and a detuned copy."""
+    """real/{train,test}, an exact copy of real test, a noisy copy, and detuned namesakes."""
     root = tmp_path_factory.mktemp("eval_sets")
     notes = make_notes()
     write_set(root / "real" / "test", notes)
     write_set(root / "real" / "train", make_notes(pitches=range(49, 73, 2)))
     write_set(root / "copy" / "test", notes)
     write_set(root / "noisy" / "test", notes, noise=0.05)
-    write_set(root / "detuned" / "test", notes, detune=1.0)
+    write_set(root / "detuned" / "test", notes[::10], detune=1.0)  # 8 notes, for pYIN
     return root
 
 
@@ -102,8 +102,9 @@ def test_a_degraded_set_is_farther_than_a_copy(reports):
     assert noisy.paired["mse"] > 0.01 and noisy.paired["lsd_db"] > 1.0
 
 
+@pytest.mark.slow  # librosa's pYIN compiles with numba on first use (~10 s)
 def test_detuned_notes_fail_pyin_and_real_notes_pass(sets):
-    evaluator = Evaluator(ndb_bins=5, pyin_notes=8, progress=False)
+    evaluator = Evaluator(ndb_bins=5, pyin_notes=None, progress=False)
     report = evaluate_dirs(sets / "real", sets / "detuned", evaluator=evaluator)
     assert report.reference_scores["pyin_accuracy"] == 1.0
     assert report.candidate_scores["pyin_accuracy"] == 0.0

@@ -74,8 +74,15 @@ def estimate_pitch(
     if len(segment) < frame or not np.any(segment):
         return PitchEstimate(float("nan"), float("nan"), 0.0)
     f0, voiced, _ = librosa.pyin(
-        segment, fmin=fmin, fmax=fmax, sr=sample_rate, frame_length=frame, center=False
-    )
+        segment,
+        fmin=fmin,
+        fmax=fmax,
+        sr=sample_rate,
+        frame_length=frame,
+        hop_length=256,
+        center=False,
+    )  # a fixed hop: librosa's default (frame / 4) makes the transition window wider than
+    # the ±13-semitone search for the 4096-sample frames of the lowest notes
     if not voiced.any():
         return PitchEstimate(float("nan"), float("nan"), 0.0)
     f0_hz = float(np.median(f0[voiced]))
