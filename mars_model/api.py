@@ -7,8 +7,11 @@ the same ``NoteSource`` surface can drive the engine.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -110,3 +113,33 @@ class NoteSource(Protocol):
     def generate(self, requests: Sequence[NoteRequest]) -> np.ndarray:
         """Generate notes: returns float32 ``[len(requests), N]`` at ``sample_rate``."""
         ...
+
+
+def weights_dir() -> Path:
+    """The folder holding the shipped weight files (``mars_model/weights``)."""
+    return Path(__file__).resolve().parent / "weights"
+
+
+def _short_hash(path: str | os.PathLike) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:8]
+
+
+def model_id(tokenizer_path: str | os.PathLike, autoregressor_path: str | os.PathLike) -> str:
+    """Id of a tokenizer + autoregressor pair: 8 hex digits of each file's SHA-256.
+
+    Computed without importing torch, so a render whose notes are all cached never loads it.
+    """
+    return _short_hash(tokenizer_path) + _short_hash(autoregressor_path)
+
+
+def default_model_id() -> str:
+    """Id of the shipped default model (what ``load_generator()`` reports as ``model_id``)."""
+    tok, ar = weights_dir() / "tokenizer.pt", weights_dir() / "autoregressor.pt"
+    for path in (tok, ar):
+        if not path.is_file():
+            raise MarsError(f"model file {path} is missing; reinstall mars-synth or train one (see README)")
+    return model_id(tok, ar)

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mars_model.api import NoteRequest, Sampling, velocity_bucket
+from mars_model.api import NoteRequest, Sampling, model_id, velocity_bucket
 from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
 from mars_model.errors import MarsError
 from mars_model.spectral import SpectralFrontEnd
 from mars_model.tokenizer.model import Tokenizer
 from mars_model.tokenizer.train import load_tokenizer
-from mars_model.weights_io import file_hash, load_weights, shipped_path
+from mars_model.weights_io import load_weights, shipped_path
 
 BACKENDS = ("eager", "compile", "cuda-graphs", "tensorrt")
 DEFAULT_TOKENIZER = "tokenizer.pt"
@@ -313,5 +313,4 @@ def load_generator(tokenizer_path: str | Path | None = None, autoregressor_path:
     meta = blob["meta"]
     instruments = meta.get("instruments") or list(range(ar_cfg.n_instruments))
     pitch_range = tuple(meta.get("pitch_range", (0, 127)))
-    model_id = (file_hash(tok_path)[:8] + file_hash(ar_path)[:8])
-    return NoteGenerator(tokenizer, ar, instruments, pitch_range, model_id, device, **options)
+    return NoteGenerator(tokenizer, ar, instruments, pitch_range, model_id(tok_path, ar_path), device, **options)
