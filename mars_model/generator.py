@@ -79,7 +79,7 @@ class NoteGenerator:
 
     def __init__(self, tokenizer: Tokenizer, autoregressor: NextScaleTransformer, instruments: Sequence[int],
                  pitch_range: tuple[int, int], model_id: str, device: str | torch.device = "cpu",
-                 vocoder_iters: int = 16, coarse_scales: int = 4, backend: str = "eager",
+                 vocoder_iters: int = 8, coarse_scales: int = 4, backend: str = "eager",
                  coarse_cache_size: int = 512) -> None:  # fmt: skip
         self.device = torch.device(device)
         self.tokenizer = tokenizer.to(self.device).eval()
@@ -273,7 +273,7 @@ class NoteGenerator:
     def vocode(self, logspec: torch.Tensor) -> torch.Tensor:
         """``[B, 1, F, T]`` log-spectrogram -> ``[B, N]`` waveform."""
         mag = self.front.log_to_magnitude(logspec[:, 0].float())
-        return self.front.griffin_lim(mag, n_iter=self.vocoder_iters, seed=0)
+        return self.front.griffin_lim(mag, n_iter=self.vocoder_iters)
 
     def generate(self, requests: Sequence[NoteRequest], return_spectrograms: bool = False):
         """Generate notes.
