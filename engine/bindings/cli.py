@@ -28,10 +28,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand(
         "render", "render a MIDI file to WAV/FLAC with the neural synth", "engine.bindings.render_command", 5
     ),
-    Subcommand("play", "play live from a MIDI keyboard or a DAW over OSC", None, 6),
+    Subcommand("play", "play live from a MIDI keyboard or a DAW over OSC", "engine.bindings.play_command", 6),
     Subcommand("note", "generate one note to a WAV file", None, 4),
     Subcommand("presets", "list the installed presets", "engine.bindings.presets_command", 4),
-    Subcommand("devices", "list audio devices and MIDI ports", None, 6),
+    Subcommand("devices", "list audio devices and MIDI ports", "engine.bindings.devices_command", 6),
     Subcommand(
         "dataset", "build an NSynth-style note set from a SoundFont", "mars_model.commands.dataset"
     ),

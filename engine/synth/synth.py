@@ -96,6 +96,44 @@ class Synth:
         self.peak_voices = max(self.peak_voices, self._sounding)
         return voice
 
+    def replace_sample(self, channel: int, key: int, sample: NoteSample, fade_seconds: float = 0.03) -> int:
+        """Crossfade the key's held (or pedal-sustained) voices to another sample of the same note.
+
+        Live play starts a key whose exact note is not generated yet on the nearest ready
+        pitch, transposed; when the exact note lands, this swaps it in without a click: a
+        new voice starts ``sample`` at the same elapsed time (inside its loop if the note
+        has been held that long), fading in over ``fade_seconds`` while the old voice fades
+        out over the same time. Released voices are left to finish as they are.
+
+        Returns:
+            The number of voices swapped (0 when the key no longer sounds held).
+        """
+        if sample.sample_rate != self.sample_rate:
+            raise ValueError(f"sample rate {sample.sample_rate} != synth rate {self.sample_rate}")
+        swapped = 0
+        fade_frames = max(1.0, fade_seconds * self.sample_rate)
+        for old in self.voices:
+            if (old.channel != channel or old.key != key or old.sample is sample
+                    or old.state not in (VoiceState.HELD, VoiceState.SUSTAINED)):  # fmt: skip
+                continue
+            new = self._free_slot()
+            new.start(sample, channel, key, old.velocity, 1.0, Patch(attack=fade_seconds), old.serial)
+            new.gain = old.gain
+            new.release_coef = old.release_coef
+            new.state, new.key_down, new.sostenuto = old.state, old.key_down, old.sostenuto
+            new.played, new.release_pending = old.played, old.release_pending
+            new.rate = self._voice_rate(new, self.channels[channel])
+            elapsed = old.played * new.rate  # position in the new note's own time
+            if elapsed < sample.loop_entry:
+                new.pos = elapsed
+            else:
+                new.in_loop = True
+                new.pos = (elapsed - sample.loop_start) % sample.loop_length
+            old.steal_step = 1.0 / fade_frames
+            old.state = VoiceState.STOLEN  # fades out; no longer counted (the new voice is)
+            swapped += 1
+        return swapped
+
     def note_off(self, channel: int, key: int) -> None:
         """Key up: release the key's voices, unless the sustain or sostenuto pedal holds them."""
         self._release_key(channel, key, retrigger=False)

@@ -1,0 +1,133 @@
+"""``mars-synth play``: play live from a MIDI keyboard or a DAW over OSC."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from pathlib import Path
+
+
+def _latency(text: str) -> str | float:
+    if text in ("low", "high"):
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected low, high or seconds, got {text!r}") from None
+    if not 0 < value <= 2:
+        raise argparse.ArgumentTypeError(f"latency must be 0..2 seconds, got {value}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``play`` options."""
+    parser.description = (
+        "Play the neural synth live. MIDI comes from a port (--midi-in) or a virtual port others "
+        "connect to (--virtual-midi, default 'mars-synth'); a DAW drives it over OSC (/mars/..., "
+        "see the README). Notes are generated ahead (the played note first, then its neighbours, "
+        "then the preset's range) and cached on disk with render's cache; a note not generated "
+        "yet plays from the nearest ready pitch and crossfades to the exact note when it lands. "
+        "Ctrl-C stops."
+    )
+    audio = parser.add_argument_group("audio out")
+    audio.add_argument("--device", metavar="DEV", help="output device, index or name (default: the system "
+                       "default; with JACK running, JACK)")  # fmt: skip
+    audio.add_argument("--sample-rate", type=int, metavar="HZ", help="must match the device (default: the device's rate)")
+    audio.add_argument("--blocksize", type=int, default=0, metavar="FRAMES",
+                       help="frames per audio callback (default 0: the host's, e.g. JACK's period)")  # fmt: skip
+    audio.add_argument("--latency", type=_latency, default="low", metavar="low|high|SECONDS",
+                       help="PortAudio's suggested output latency (default low)")  # fmt: skip
+    midi = parser.add_argument_group("MIDI in")
+    midi.add_argument("--midi-in", action="append", default=[], metavar="NAME",
+                      help="open this MIDI input port (exact name or a unique part of it); repeatable")  # fmt: skip
+    midi.add_argument("--virtual-midi", action="append", default=[], metavar="NAME",
+                      help="create a virtual MIDI input port with this name; repeatable")  # fmt: skip
+    midi.add_argument("--midi-api", choices=["alsa", "jack"],
+                      help="MIDI system (default: JACK when a JACK server runs or there is no ALSA sequencer)")  # fmt: skip
+    midi.add_argument("--no-midi", action="store_true", help="no MIDI input at all (OSC only)")
+    osc = parser.add_argument_group("OSC in")
+    osc.add_argument("--osc-host", default="127.0.0.1", metavar="HOST",
+                     help="address to listen on (default 127.0.0.1; OSC has no authentication)")  # fmt: skip
+    osc.add_argument("--osc-port", type=int, default=9000, metavar="PORT", help="UDP port (default 9000)")
+    osc.add_argument("--no-osc", action="store_true", help="no OSC server")
+    sound = parser.add_argument_group("sound")
+    sound.add_argument("--preset", metavar="NAME", help="one preset for every channel (default: the GM program map)")
+    sound.add_argument("--map", type=Path, metavar="MAP.yaml", help="GM programs / channels -> presets (see the README)")
+    sound.add_argument("--polyphony", type=int, default=64, metavar="N", help="most voices at once (default 64)")
+    sound.add_argument("--gain", type=float, default=0.5, help="master gain before the soft limiter (default 0.5)")
+    model = parser.add_argument_group("model and cache")
+    model.add_argument("--model-device", choices=["auto", "cpu", "cuda"], default="auto",
+                       help="where the model runs (default auto: the GPU when there is one)")  # fmt: skip
+    model.add_argument("--backend", choices=["eager", "compile", "cuda-graphs", "tensorrt"], default="eager",
+                       help="how the model's steps run (cuda-graphs and tensorrt need a GPU)")  # fmt: skip
+    model.add_argument("--seed", type=int, default=0, help="sampling seed of generated notes (default 0)")
+    model.add_argument("--cache-dir", type=Path, metavar="DIR", help="note cache (default: render's, "
+                       "$XDG_CACHE_HOME/mars-synth)")  # fmt: skip
+    model.add_argument("--no-cache", action="store_true", help="keep generated notes in memory only")
+    model.add_argument("--no-precompute", action="store_true",
+                       help="generate only played notes and their neighbours, not the preset's range")  # fmt: skip
+    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
+
+
+def settings_from_args(args: argparse.Namespace):
+    """The :class:`PlaySettings` for parsed ``play`` arguments."""
+    from engine.drivers.audio import AudioSettings
+    from engine.live.engine import PlaySettings
+    from engine.note_cache import default_cache_dir
+
+    midi_in, virtual = list(args.midi_in), list(args.virtual_midi)
+    if args.no_midi:
+        midi_in, virtual = [], []
+    elif not midi_in and not virtual:
+        virtual = ["mars-synth"]
+    return PlaySettings(
+        audio=AudioSettings(args.device, args.sample_rate, args.blocksize, args.latency),
+        polyphony=args.polyphony, gain=args.gain, preset=args.preset, channel_map=args.map, seed=args.seed,
+        cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
+        midi_in=midi_in, virtual_midi=virtual, midi_api=args.midi_api, osc_host=args.osc_host,
+        osc_port=None if args.no_osc else args.osc_port, model_device=args.model_device, backend=args.backend,
+        precompute=not args.no_precompute,
+    )  # fmt: skip
+
+
+def run(args: argparse.Namespace) -> int:
+    """Play until Ctrl-C (or SIGTERM, or ``--duration``); prints a status line and a summary to stderr."""
+    from engine.live.engine import LiveEngine
+
+    engine = LiveEngine(settings_from_args(args))
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    tty = sys.stderr.isatty()
+    try:
+        engine.start()
+        if not args.quiet:
+            inputs = [f"MIDI '{p.source}' ({p.api})" for p in engine.midi_inputs]
+            if engine.osc is not None:
+                inputs.append(f"OSC {engine.osc.address[0]}:{engine.osc.address[1]}")
+            print(f"mars-synth play: {engine.device_name} at {engine.sample_rate} Hz; listening on "
+                  f"{', '.join(inputs) or 'nothing'}; Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
+        waited = 0.0
+        while not stop.is_set():
+            stop.wait(0.25)
+            waited += 0.25
+            if args.duration is not None and waited >= args.duration:
+                break
+            if not args.quiet and tty:
+                print(f"\r\033[K{engine.status_line()}", end="", file=sys.stderr, flush=True)
+            elif not args.quiet and waited % 10 < 0.25:
+                print(engine.status_line(), file=sys.stderr, flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        engine.stop()
+        if tty and not args.quiet:
+            print(file=sys.stderr)
+    if not args.quiet and engine.started_at:
+        for warning in dict.fromkeys(engine.warnings):
+            print(f"mars-synth play: warning: {warning}", file=sys.stderr)
+        print(f"mars-synth play: {engine.summary()}", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,325 @@
+"""The live engine: builds the threads of live play, starts them in a safe order, and stops them cleanly.
+
+Start order matters: the model is loaded first (a missing model is one error line before
+anything opens); MIDI ports are opened before the audio stream starts (python-rtmidi and a
+running JACK stream in one process can deadlock, see :mod:`engine.drivers.midi_in`); the
+stream starts last. Stop order is the reverse: inputs stop, the stream stops, ports close,
+the control thread stops, and the generation worker finishes the batch in hand (its notes
+are written to the disk cache) before the process exits.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.drivers.audio import AudioSettings, open_stream, resolve_device
+from engine.live.control import PARAMS, ControlThread, LiveControl
+from engine.live.events import LiveEvent
+from engine.live.generation import GenerationWorker, InProcessNoteMaker, ProcessNoteMaker
+from engine.live.renderer import BlockRenderer
+from engine.midi.program_map import ProgramMap
+from engine.note_cache import NoteCache
+from engine.preset import load_presets
+from engine.synth.synth import Synth
+from mars_model.api import NoteSource
+from mars_model.errors import MarsError
+
+#: The GIL switch interval while playing: a thread holding the GIL is asked to hand it to
+#: the audio callback within this time (Python's default, 5 ms, is longer than a block).
+SWITCH_INTERVAL = 0.0005
+#: The Synth renders at most this many frames at once; larger host blocks are split.
+SYNTH_BLOCK = 1024
+
+
+@dataclass
+class PlaySettings:
+    """Everything ``play`` can be told (see ``mars-synth play --help``).
+
+    Args:
+        audio: output device, rate, block size, latency.
+        polyphony: the most voices at once.
+        gain: master gain before the limiter.
+        preset: one preset (name or .yaml) for every channel; ``None``: the GM program map.
+        channel_map: a ``--map`` YAML file.
+        seed: sampling seed of every generated note.
+        cache_dir: the persistent note cache shared with ``render`` (``None``: memory only).
+        midi_in: existing MIDI ports to open.
+        virtual_midi: virtual MIDI ports to create.
+        midi_api: ``"alsa"``/``"jack"``; ``None`` chooses.
+        osc_host, osc_port: where OSC is served; ``osc_port=None`` turns OSC off (0: any free port).
+        model_device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        backend: the NoteGenerator backend (``eager``, ``compile``, ``cuda-graphs``, ``tensorrt``).
+        urgent_batch, background_batch: generation batch sizes.
+        precompute: generate each preset's range ahead (velocity 100).
+        worker: ``"process"`` (the model in a process of its own: it never holds the audio
+            process's GIL) or ``"thread"`` (in this process; tests and debugging).
+    """
+
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    polyphony: int = 64
+    gain: float = 0.5
+    preset: str | None = None
+    channel_map: Path | None = None
+    seed: int = 0
+    cache_dir: Path | None = None
+    midi_in: list[str] = field(default_factory=list)
+    virtual_midi: list[str] = field(default_factory=list)
+    midi_api: str | None = None
+    osc_host: str = "127.0.0.1"
+    osc_port: int | None = 9000
+    model_device: str = "auto"
+    backend: str = "eager"
+    urgent_batch: int = 16
+    background_batch: int = 4
+    precompute: bool = True
+    worker: str = "process"
+
+    def check(self) -> None:
+        """Validate (one MarsError naming the setting and what is allowed)."""
+        if not 1 <= self.polyphony <= 1024:
+            raise MarsError(f"polyphony must be 1..1024, got {self.polyphony}")
+        if not 0 <= self.gain <= 4:
+            raise MarsError(f"gain must be 0..4 (linear), got {self.gain}")
+        if self.audio.blocksize < 0 or self.audio.blocksize > 16384:
+            raise MarsError(f"blocksize must be 0 (the host's) or 1..16384 frames, got {self.audio.blocksize}")
+        if self.osc_port is not None and not 0 <= self.osc_port <= 65535:
+            raise MarsError(f"OSC port must be 0..65535, got {self.osc_port}")
+        if self.model_device not in ("auto", "cpu", "cuda"):
+            raise MarsError(f"model device must be auto, cpu or cuda, got {self.model_device!r}")
+        if self.worker not in ("process", "thread"):
+            raise MarsError(f"worker must be process or thread, got {self.worker!r}")
+        if not 1 <= self.urgent_batch <= 256 or not 1 <= self.background_batch <= 256:
+            raise MarsError("generation batch sizes must be 1..256")
+
+
+def live_note_source(device: str = "auto", backend: str = "eager") -> NoteSource:
+    """The model for live play: on CUDA when there is a GPU (``device="auto"``), else the CPU.
+
+    ``MARS_SYNTH_NOTE_SOURCE`` still names another NoteSource (the tests' instrument).
+    """
+    from engine.model import SOURCE_VARIABLE, default_note_source
+
+    if os.environ.get(SOURCE_VARIABLE):
+        return default_note_source()
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = default_note_source(device)
+    if backend != "eager":
+        set_backend = getattr(source, "set_backend", None)
+        if set_backend is None:
+            raise MarsError(f"this note source has no backends; --backend {backend} needs the MARS model")
+        set_backend(backend)
+    return source
+
+
+class LiveEngine:
+    """MIDI and OSC in, the model warm, sound out. ``start()``, then ``stop()`` (also on errors).
+
+    Args:
+        settings: what to open and how.
+        source: a NoteSource to use instead of loading the model (tests, benchmarks).
+    """
+
+    def __init__(self, settings: PlaySettings, source: NoteSource | None = None) -> None:
+        settings.check()
+        self.settings = settings
+        self._given_source = source
+        self.presets = load_presets()
+        self.program_map = ProgramMap.load(settings.channel_map, settings.preset, self.presets)
+        self.stream = None
+        self.osc = None
+        self.midi_inputs: list = []
+        self.started_at = 0.0
+        self.warnings: list[str] = []
+        self._stopped = False
+        self._lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> None:
+        """Load the model, open everything, start the stream; raises MarsError (and cleans up) on failure."""
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> None:
+        settings = self.settings
+        sys.setswitchinterval(SWITCH_INTERVAL)
+        index, info, rate = resolve_device(settings.audio)
+        self.device_name = str(info["name"])
+        self.sample_rate = rate
+        channels = min(2, int(info["max_output_channels"]))
+        if settings.worker == "process":
+            self.maker = ProcessNoteMaker(rate, settings.seed, settings.cache_dir, self._given_source,
+                                          settings.model_device, settings.backend)  # fmt: skip
+        else:
+            source = self._given_source or live_note_source(settings.model_device, settings.backend)
+            self.maker = InProcessNoteMaker(NoteCache(rate, source, str(source.model_id), settings.seed,
+                                                      settings.cache_dir, progress=False))  # fmt: skip
+        self.synth = Synth(rate, settings.polyphony, max(SYNTH_BLOCK, settings.audio.blocksize), settings.gain)
+        self.renderer = BlockRenderer(self.synth, channels)
+        self.worker = GenerationWorker(self.maker, self._note_ready, settings.urgent_batch,
+                                       settings.background_batch, warmup=self._first_preset())  # fmt: skip
+        pitch_range = self.maker.pitch_range
+        request = self.worker.request if settings.precompute else self._request_played_only
+        self.control = LiveControl(self.renderer, self.program_map, request, pitch_range)
+        self.control_thread = ControlThread(self.control)
+        # MIDI ports before the stream (see the module notes).
+        if settings.midi_in or settings.virtual_midi:
+            from engine.drivers.midi_in import MidiInput, choose_api
+
+            api = choose_api(settings.midi_api)
+            for name in settings.midi_in:
+                self.midi_inputs.append(MidiInput(api, name, False, self._midi, self._disconnect))
+            for name in settings.virtual_midi:
+                self.midi_inputs.append(MidiInput(api, name, True, self._midi, self._disconnect))
+            self.midi_api = api
+        if settings.osc_port is not None:
+            from engine.bindings.osc import OscServer
+
+            self.osc = OscServer(self.control_thread.put, self.query, self.presets, settings.osc_host,
+                                 settings.osc_port)  # fmt: skip
+        self.stream = open_stream(settings.audio, self.renderer, index, rate, channels)
+        self.control.output_latency = float(self.stream.latency)
+        self.worker.start()
+        self.control_thread.start()
+        first = self._first_preset()
+        if first is not None:
+            self.control_thread.put(LiveEvent("preset", self.program_map.fixed) if self.program_map.fixed
+                                    else LiveEvent("midi", _program_change(0, 0)))  # fmt: skip
+        self.stream.start()
+        for port in self.midi_inputs:
+            port.start()
+        if self.osc is not None:
+            self.osc.start()
+        self.started_at = time.monotonic()
+
+    def wait_warm(self, timeout: float | None = None) -> bool:
+        """Block until the model is loaded and warmed up; True if it is."""
+        return self.worker.ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop everything (safe to call twice, and after a failed start)."""
+        with self._lock:
+            if self._stopped:
+                return
+            self._stopped = True
+        if self.osc is not None:
+            self.osc.close()
+        for port in self.midi_inputs:
+            port.stop()
+        if self.stream is not None:
+            try:
+                self.stream.stop()
+                self.stream.close()
+            except Exception as err:  # noqa: BLE001 - a dead device must not stop the shutdown
+                self.warnings.append(f"closing the audio stream: {err}")
+        for port in self.midi_inputs:
+            port.close()
+        if hasattr(self, "control_thread"):
+            self.control_thread.stop()
+        if hasattr(self, "worker"):
+            self.worker.stop()  # closes the maker
+        elif hasattr(self, "maker"):
+            self.maker.close()
+        if hasattr(self, "maker"):
+            self.warnings.extend(self.maker.warnings)
+
+    # ------------------------------------------------------------------ input callbacks (input threads)
+
+    def _midi(self, message, source: str) -> None:
+        self.control_thread.put(LiveEvent("midi", message, source))
+
+    def _disconnect(self, source: str) -> None:
+        self.warnings.append(f"MIDI device {source!r} disconnected; its notes were released "
+                             "(reconnect it to this program's port, or restart)")  # fmt: skip
+        self.control_thread.put(LiveEvent("disconnect", source, source))
+
+    def _note_ready(self, key, sample) -> None:
+        self.control_thread.put(LiveEvent("note_ready", (key, sample), "worker"))
+
+    def _request_played_only(self, preset, key, priority: int, rank: int) -> None:
+        if priority <= 2:
+            self.worker.request(preset, key, priority, rank)
+
+    def _first_preset(self):
+        fixed = self.program_map.fixed
+        return fixed if fixed is not None else self.program_map.resolve(0, 0, 0)
+
+    # ------------------------------------------------------------------ reports
+
+    def query(self, what: str) -> list | None:
+        """Answers to ``/mars/q/<what>`` (see the README), or ``None`` for an unknown query."""
+        from engine.bindings.osc import NAMESPACE
+
+        synth, control, gen = self.synth, self.control, self.worker.stats
+        if what == "voices":
+            return [synth.active_voices, synth.polyphony]
+        if what == "status":
+            c = control.stats
+            return [synth.active_voices, self.renderer.underflows, c.notes, c.exact, c.fallback, c.late,
+                    gen.generated, gen.queued, float(gen.seconds_per_note)]  # fmt: skip
+        if what == "presets":
+            return sorted(self.presets)
+        if what == "preset":
+            return [control.fixed.name if control.fixed is not None else "gm-map"]
+        if what == "params":
+            patch = control.fixed.patch if control.fixed is not None else None
+            values = {"gain": synth.gain, "transpose": control.transpose,
+                      "attack": control.patch_override.get("attack", patch.attack if patch else -1.0),
+                      "release": control.patch_override.get("release", patch.release if patch else -1.0)}  # fmt: skip
+            return [item for name in PARAMS for item in (name, float(values[name]))]
+        if what == "latency":
+            median, p99 = self.renderer.callback_share()
+            onset = self._onset_ms()
+            return [median, p99, onset[0], onset[1]]
+        if what == "namespace":
+            return list(NAMESPACE)
+        return None
+
+    def _onset_ms(self) -> tuple[float, float]:
+        n = min(self.renderer.onsets, len(self.renderer.onset_latency))
+        if n == 0:
+            return 0.0, 0.0
+        values = self.renderer.onset_latency[:n] * 1000.0
+        return float(np.median(values)), float(np.percentile(values, 99))
+
+    def status_line(self) -> str:
+        """The one-line status: voices, cache hits, generation, model time, underflows, callback load."""
+        synth, c, g = self.synth, self.control.stats, self.worker.stats
+        median, _ = self.renderer.callback_share()
+        model = f"{g.seconds_per_note * 1000:.0f} ms/note" if g.generated else "idle"
+        if not self.worker.ready.is_set():
+            model = "warming up"
+        return (f"voices {synth.active_voices:3d}/{synth.polyphony} | notes {c.notes} "
+                f"({100 * c.hit_rate:.0f}% cached, {c.fallback} nearest, {c.late} late) | "
+                f"generated {g.generated}, queued {g.queued} | model {model} | "
+                f"underflows {self.renderer.underflows} | callback {100 * median:.0f}% of block")  # fmt: skip
+
+    def summary(self) -> str:
+        """The last line printed on exit."""
+        seconds = time.monotonic() - self.started_at if self.started_at else 0.0
+        c, g = self.control.stats, self.worker.stats
+        median, p99 = self.renderer.callback_share()
+        return (f"played {seconds:.1f} s, {c.notes} notes ({c.exact} cached, {c.fallback} from the nearest "
+                f"pitch, {c.late} late), {g.generated} generated, {g.disk_hits} from disk, "
+                f"{self.renderer.underflows} underflows, callback {100 * median:.0f}% of a block "
+                f"(p99 {100 * p99:.0f}%), peak {self.synth.peak_voices} voices")  # fmt: skip
+
+
+def _program_change(channel: int, program: int):
+    import mido
+
+    return mido.Message("program_change", channel=channel, program=program)
+
