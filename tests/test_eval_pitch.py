@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow  # librosa's pYIN compiles with numba on first use
 
 def test_tones_at_their_labelled_pitch_are_all_correct():
     result = pyin_accuracy([tone(p) for p in PITCHES], PITCHES, RATE)
-    assert result["accuracy"] == 1.0
+    assert result["accuracy"] == 1.0 and result["pitch_class_accuracy"] == 1.0
     assert result["unvoiced"] == 0
     assert result["median_abs_cents"] < 5
 
@@ -32,6 +32,7 @@ def test_tones_detuned_by_a_semitone_are_all_wrong():
     up = pyin_accuracy([tone(p + 1) for p in PITCHES], PITCHES, RATE)
     down = pyin_accuracy([tone(p - 1) for p in PITCHES], PITCHES, RATE)
     assert up["accuracy"] == 0.0 and down["accuracy"] == 0.0
+    assert up["pitch_class_accuracy"] == 0.0 and down["pitch_class_accuracy"] == 0.0
     assert up["median_abs_cents"] == pytest.approx(100, abs=10)
 
 
@@ -41,10 +42,12 @@ def test_the_tolerance_is_fifty_cents():
     assert estimate_pitch(tone(60.3), 60).cents_off == pytest.approx(30, abs=5)
 
 
-def test_an_octave_error_is_caught():
+def test_an_octave_error_is_caught_and_forgiven_only_by_pitch_class():
     est = estimate_pitch(tone(72, harmonics=1), 60)  # a pure tone an octave above the label
     assert not est.correct()
     assert est.cents_off == pytest.approx(1200, abs=10)
+    assert est.correct_pitch_class()
+    assert not estimate_pitch(tone(61), 60).correct_pitch_class()  # a semitone is not an octave
 
 
 def test_silence_is_a_miss_not_a_crash():

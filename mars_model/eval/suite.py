@@ -247,6 +247,7 @@ SCORE_ROWS = (
     ("pitch_accuracy", "pitch accuracy, classifier ↑"),
     ("family_accuracy", "family accuracy, classifier ↑"),
     ("pyin_accuracy", "pitch accuracy, pYIN ±50 cents ↑"),
+    ("pyin_pitch_class_accuracy", "pitch-class accuracy, pYIN ±50 cents, octave errors forgiven ↑"),
 )
 DISTANCE_ROWS = (
     ("pkid", "PKID (pitch features) ↓"),
@@ -357,6 +358,7 @@ class Evaluator:
                     notes.sample_rate, progress=bar.update,
                 )  # fmt: skip
             scores["pyin_accuracy"] = result["accuracy"]
+            scores["pyin_pitch_class_accuracy"] = result["pitch_class_accuracy"]
             scores["pyin_unvoiced"] = result["unvoiced"]
             scores["pyin_median_abs_cents"] = result["median_abs_cents"]
         return scores
