@@ -12,6 +12,7 @@ play") and in :data:`NAMESPACE`.
 
 from __future__ import annotations
 
+import logging
 import math
 import threading
 import time
@@ -20,12 +21,18 @@ from typing import Any
 
 from engine.live.control import PARAMS
 from engine.live.events import LiveEvent
+from engine.live.threads import prefer_realtime
 from engine.preset import Preset, find_preset
 from engine.synth.voice import Patch
 from mars_model.errors import MarsError
 
 #: Bundles timed further ahead than this are refused (answered on /mars/error).
 MAX_LOOKAHEAD_SECONDS = 10.0
+#: Under a flood, the server thread works at most this long before it pauses for as long
+#: again (packets wait in the socket buffer, and drop there if it fills): it runs at a
+#: real-time priority, and must leave the GIL and the CPU to the audio thread and the rest
+#: of the system (the kernel throttles real-time threads that use the whole CPU).
+FLOOD_SLICE_SECONDS = 0.004
 #: Morph positions are rounded to this step, so sweeping a morph reuses generated notes.
 MORPH_STEP = 0.05
 DEFAULT_PORT = 9000
@@ -43,6 +50,12 @@ NAMESPACE = {
     "/mars/panic": "silence every voice, pedals up",
     "/mars/q/<what>": "query (voices, status, presets, preset, params, latency, namespace), answered to the sender",
 }
+
+
+def _quiet_pythonosc(record: logging.LogRecord) -> bool:
+    # python-osc logs a warning on the root logger for every undecodable bundle element; under a
+    # flood of garbage that is thousands of lines (and their I/O) - the packet is answered instead.
+    return "pythonosc" not in record.pathname
 
 
 class OscError(Exception):
@@ -121,6 +134,7 @@ class OscServer:
         self.messages = 0
         self.errors = 0
         self.malformed = 0
+        self._slice_start, self._busy = 0.0, 0.0
         outer = self
 
         class _Server(BlockingOSCUDPServer):
@@ -140,8 +154,7 @@ class OscServer:
             raise MarsError(f"cannot listen for OSC on {host}:{port} ({err.strerror or err}); "
                             "choose another --osc-port") from None  # fmt: skip
         self.address = self._server.server_address
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
-                                        name="mars-osc", daemon=True)  # fmt: skip
+        self._thread = threading.Thread(target=self._serve, name="mars-osc", daemon=True)
         self._handlers: dict[str, Callable[[tuple], LiveEvent | None]] = {
             "/mars/note": self._note, "/mars/note_off": self._note_off, "/mars/fnote": self._fnote,
             "/mars/cc": self._cc, "/mars/bend": self._bend, "/mars/program": self._program,
@@ -150,6 +163,7 @@ class OscServer:
 
     def start(self) -> None:
         """Serve on the thread."""
+        logging.getLogger().addFilter(_quiet_pythonosc)
         self._thread.start()
 
     def close(self) -> None:
@@ -158,11 +172,29 @@ class OscServer:
             self._server.shutdown()
             self._thread.join(2.0)
         self._server.server_close()
+        logging.getLogger().removeFilter(_quiet_pythonosc)
+
+    def _serve(self) -> None:
+        prefer_realtime()
+        self._server.serve_forever(poll_interval=0.1)
 
     # ---------------------------------------------------------------- python-osc's dispatcher surface
 
     def call_handlers_for_packet(self, data: bytes, client_address) -> list:
         """Route one datagram (called by the server thread); always returns ``[]`` (replies are sent here)."""
+        started = time.perf_counter()
+        if started - self._slice_start > 2 * FLOOD_SLICE_SECONDS:
+            self._slice_start, self._busy = started, 0.0  # quiet lately: a fresh slice
+        try:
+            self._route(data, client_address)
+        finally:
+            self._busy += time.perf_counter() - started
+            if self._busy > FLOOD_SLICE_SECONDS:
+                time.sleep(FLOOD_SLICE_SECONDS)
+                self._slice_start, self._busy = time.perf_counter(), 0.0
+        return []
+
+    def _route(self, data: bytes, client_address) -> None:
         from pythonosc.osc_packet import OscPacket
 
         try:
@@ -171,7 +203,7 @@ class OscServer:
         except Exception as err:  # noqa: BLE001 - any garbage: answer, never die
             self.malformed += 1
             self._reply(client_address, "/mars/error", "", f"malformed OSC packet: {str(err)[:120]}")
-            return []
+            return
         wall_now = time.time()
         for item in timed:
             address = getattr(item.message, "address", "?")
@@ -191,7 +223,6 @@ class OscServer:
             except Exception as err:  # noqa: BLE001 - a parse problem inside a message
                 self.errors += 1
                 self._reply(client_address, "/mars/error", str(address)[:200], f"bad message: {str(err)[:120]}")
-        return []
 
     # ---------------------------------------------------------------- routing
 

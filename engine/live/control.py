@@ -31,6 +31,7 @@ import mido
 
 from engine.live.events import GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
 from engine.live.renderer import BlockRenderer
+from engine.live.threads import prefer_realtime
 from engine.midi.dispatch import NoteStart
 from engine.midi.program_map import ProgramMap
 from engine.note_cache import NoteKey
@@ -356,8 +357,7 @@ class LiveControl:
         """The output frame at which an event due at ``due`` (monotonic seconds) should sound."""
         if due is None:
             return -1
-        frame0, t0 = self.renderer.clock
-        frame = frame0 + int(round((due - t0 - self.output_latency) * self.sample_rate))
+        frame = self.renderer.frame_at(due - self.output_latency)
         if frame <= self.renderer.frame:
             return -1
         frame = max(frame, self._last_timed_frame)  # the timed deque stays in frame order
@@ -402,6 +402,7 @@ class ControlThread:
             self._thread.join(timeout)
 
     def _run(self) -> None:
+        prefer_realtime()
         while not self._stop:
             timeout = 0.5
             if self._later:

@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.live.threads import prefer_realtime
 from engine.note_cache import NoteCache, NoteKey
 from engine.preset import Preset
 from engine.synth.sample import NoteSample
@@ -60,6 +61,8 @@ class NoteMaker(Protocol):
     model_id: str
     pitch_range: tuple[int, int]
     warnings: list[str]
+    #: Whether the model runs in this process (then the worker thread must stay an ordinary thread).
+    in_process: bool
 
     def warm_up(self, preset: Preset) -> float:
         """Generate one note of ``preset`` (not kept) so the model is loaded and warm; returns seconds."""
@@ -80,6 +83,8 @@ class InProcessNoteMaker:
     Args:
         cache: the note cache; the worker thread becomes its only user.
     """
+
+    in_process = True
 
     def __init__(self, cache: NoteCache) -> None:
         self.cache = cache
@@ -130,6 +135,8 @@ class ProcessNoteMaker:
     Raises:
         MarsError: the process could not load the model (the child's one-line reason).
     """
+
+    in_process = False
 
     def __init__(self, sample_rate: int, seed: int, cache_dir, source=None, device: str = "auto",
                  backend: str = "eager", start_timeout: float = 300.0) -> None:  # fmt: skip
@@ -290,6 +297,8 @@ class GenerationWorker:
     # ---------------------------------------------------------------- worker thread
 
     def _run(self) -> None:
+        if not self.maker.in_process:
+            prefer_realtime()  # this thread only waits on the worker process's pipe
         self._warm_up()
         self.ready.set()
         while True:

@@ -20,6 +20,8 @@ from engine.synth.synth import CC_SOSTENUTO, CC_SUSTAIN, NUM_CHANNELS, Synth
 
 #: Callback durations kept for statistics (a ring).
 TIMING_RING = 4096
+#: Block start times kept for the output clock (a ring, about a second at 128 frames).
+CLOCK_RING = 512
 
 
 class BlockRenderer:
@@ -34,8 +36,8 @@ class BlockRenderer:
         immediate: commands applied at the start of the next block.
         timed: commands in frame order, applied at their frame inside the block they fall in.
         frame: output frames produced so far.
-        clock: ``(frame, time.monotonic())`` at the start of the latest block, for the control
-            thread's timetag arithmetic (one tuple, replaced whole, so it is never torn).
+        clock: ``(frame, time.monotonic())`` at the start of the latest block (one tuple,
+            replaced whole, so it is never torn); :meth:`frame_at` is the smoothed version.
         underflows: blocks the host reported as output underflows (the callback's status flags).
         blocks: callbacks so far.
     """
@@ -54,6 +56,7 @@ class BlockRenderer:
         self.seconds = np.zeros(TIMING_RING, np.float64)
         self.frames_ring = np.zeros(TIMING_RING, np.int64)
         self._buffer = np.zeros((2, synth.block_size), np.float32)
+        self._clock_offsets = np.full(CLOCK_RING, np.inf, np.float64)
         #: For each note-on: seconds from the input event to the start of the block that plays it.
         self.onset_latency = np.zeros(TIMING_RING, np.float64)
         self.onsets = 0
@@ -64,6 +67,7 @@ class BlockRenderer:
         started = time.perf_counter()
         now = self._now = time.monotonic()
         self.clock = (self.frame, now)
+        self._clock_offsets[self.blocks % CLOCK_RING] = now - self.frame / self.synth.sample_rate
         if status.output_underflow:
             self.underflows += 1
         immediate = self.immediate
@@ -122,6 +126,19 @@ class BlockRenderer:
             synth.all_sound_off()
         elif kind == GAIN:
             synth.gain = command.value
+
+    def frame_at(self, when: float) -> int:
+        """The output frame that starts at ``time.monotonic()`` ``when``.
+
+        Callbacks start late by a varying wake-up delay, never early, so the earliest
+        ``start time - frame / rate`` seen over the last blocks is the stream's own schedule;
+        one late block would otherwise shift every timed event by its delay.
+        """
+        offset = float(self._clock_offsets.min())
+        if not np.isfinite(offset):
+            frame, start = self.clock
+            offset = start - frame / self.synth.sample_rate
+        return int(round((when - offset) * self.synth.sample_rate))
 
     def callback_share(self) -> tuple[float, float]:
         """Callback time as a share of the block's duration: (median, 99th percentile) over the ring."""
