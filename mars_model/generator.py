@@ -201,7 +201,7 @@ class NoteGenerator:
             f_hat = q.add_scale(f_hat, k, idx)
             if n_coarse and k + 1 == n_coarse:
                 self._store_coarse(keys, indices, f_hat, caches, uncond is not None)
-        return self.tokenizer.decode_latent(f_hat)
+        return self.tokenizer.decode_latent(f_hat, pitch)
 
     def _coarse_start(self, keys, n_coarse, cond, uncond, guidance, requests, generators):
         """Resume from cached coarse scales when every request of the batch has them."""
@@ -260,7 +260,7 @@ class NoteGenerator:
             idx = self._sample(logits, requests, generators).reshape(-1, *q.scales[k])
             indices.append(idx)
             f_hat = q.add_scale(f_hat, k, idx)
-        return self.tokenizer.decode_latent(f_hat)
+        return self.tokenizer.decode_latent(f_hat, pitch)
 
     def _full_prefix_logits(self, x: torch.Tensor, cond: torch.Tensor, hi: int) -> torch.Tensor:
         ar = self.autoregressor

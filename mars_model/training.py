@@ -50,6 +50,8 @@ class TrainConfig:
         log_every: steps between log lines.
         seed: seed of model init, data order and every random draw.
         threads: CPU threads for torch (0 = torch's default).
+        precision: ``fp32``, or ``bf16`` autocast for the forward pass (faster on CPUs with
+            AVX-512 BF16 and on GPUs; the optimizer state stays fp32).
     """
 
     steps: int = 1000
@@ -62,10 +64,14 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
     threads: int = 0
+    precision: str = "fp32"
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], where: str = "train") -> TrainConfig:
-        return dataclass_from_dict(cls, raw, where)
+        cfg = dataclass_from_dict(cls, raw, where)
+        if cfg.precision not in ("fp32", "bf16"):
+            raise MarsError(f"{where}.precision must be fp32 or bf16, got {cfg.precision!r}")
+        return cfg
 
 
 def dataclass_from_dict(cls, raw: Mapping[str, Any] | None, where: str):
@@ -285,7 +291,8 @@ def train(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, cfg)
             batch = fetch(order.indices(step))
-            loss, metrics = loss_fn(train_model, batch, step)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
+                loss, metrics = loss_fn(train_model, batch, step)
             if not torch.isfinite(loss):
                 raise MarsError(f"loss became {loss.item()} at step {step}; lower train.lr and resume")
             optimizer.zero_grad(set_to_none=True)

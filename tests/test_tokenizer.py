@@ -9,6 +9,7 @@ import yaml
 
 from mars_model.errors import MarsError
 from mars_model.tokenizer import TokenizerConfig, build_tokenizer
+from mars_model.tokenizer.model import harmonic_comb
 from mars_model.tokenizer.train import load_tokenizer, reconstruction_loss
 from mars_model.training import load_checkpoint, train
 from mars_model.weights_io import save_weights
@@ -32,22 +33,23 @@ def test_one_codebook_is_shared_by_all_scales():
     codebooks = [n for n, p in tok.named_parameters() if "codebook" in n]
     assert codebooks == ["quantizer.codebook"]
     spec = torch.randn(3, 1, 32, 64)
-    indices = tok.encode(spec)
-    before = tok.decode(indices)
+    pitch = torch.tensor([60, 64, 67])
+    indices = tok.encode(spec, pitch)
+    before = tok.decode(indices, pitch)
     # Changing the one code used by the coarsest scale changes the decoding, and every
     # scale's indices point into the same table.
     code = int(indices[0][0, 0, 0])
     with torch.no_grad():
         tok.quantizer.codebook[code] += 1.0
-    assert not torch.allclose(tok.decode(indices)[0], before[0])
+    assert not torch.allclose(tok.decode(indices, pitch)[0], before[0])
     assert all(i.max() < tok.quantizer.codebook.shape[0] for i in indices)
 
 
 def test_decode_of_encode_equals_forward():
     tok = tiny_tokenizer()
-    spec = torch.randn(2, 1, 32, 64)
-    recon, _, _ = tok(spec)
-    assert torch.allclose(tok.decode(tok.encode(spec)), recon, atol=1e-5)
+    spec, pitch = torch.randn(2, 1, 32, 64), torch.tensor([50, 70])
+    recon, _, _ = tok(spec, pitch)
+    assert torch.allclose(tok.decode(tok.encode(spec, pitch), pitch), recon, atol=1e-5)
 
 
 def test_teacher_inputs_match_incremental_inference():
@@ -67,13 +69,14 @@ def test_dead_codes_are_restarted():
     with torch.no_grad():
         q.codebook[5:] = 100.0  # far from any latent: never chosen
     for _ in range(60):
-        tok(torch.randn(4, 1, 32, 64))
+        tok(torch.randn(4, 1, 32, 64), torch.full((4,), 60))
     assert (q.codebook[5:] < 50).any(), "unused codes were moved next to real latents"
 
 
 def _dataset(n=24, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return [{"spec": torch.randn(1, 32, 64, generator=gen).clamp(-1, 1)} for _ in range(n)]
+    return [{"spec": torch.randn(1, 32, 64, generator=gen).clamp(-1, 1), "pitch": torch.tensor(48 + i)}
+            for i in range(n)]  # fmt: skip
 
 
 def _config(steps=6):
@@ -107,8 +110,8 @@ def test_shipped_weight_round_trip_and_corrupt_file(tmp_path):
     path = tmp_path / "tok.pt"
     save_weights(path, "tokenizer", {"tokenizer": TINY_TOKENIZER.to_dict()}, tok, half=False)
     loaded = load_tokenizer(path)
-    spec = torch.randn(1, 1, 32, 64)
-    assert torch.allclose(loaded(spec)[0], tok(spec)[0], atol=1e-6)
+    spec, pitch = torch.randn(1, 1, 32, 64), torch.tensor([60])
+    assert torch.allclose(loaded(spec, pitch)[0], tok(spec, pitch)[0], atol=1e-6)
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(MarsError, match="corrupt or truncated"):
         load_tokenizer(path)
@@ -144,3 +147,28 @@ def test_noteset_program_filter_rejects_unknown(tmp_path):
     with pytest.raises(MarsError, match="no notes of instruments"):
         NoteSet(tmp_path, "train", programs=[7])
     assert np.array_equal(NoteSet(tmp_path, "train").conditions["pitch"], [60])
+
+
+def test_harmonic_comb_peaks_on_the_harmonics():
+    from mars_model.spectral import SpectralConfig
+
+    cfg = SpectralConfig()
+    comb = harmonic_comb(torch.tensor([69, 45]), cfg)  # A4 = 440 Hz, A2 = 110 Hz
+    assert comb.shape == (2, 1, 512, 256)
+    bin_hz = cfg.sample_rate / cfg.n_fft
+    for row, f0 in enumerate((440.0, 110.0)):
+        for k in (1, 2, 5):
+            assert comb[row, 0, round(k * f0 / bin_hz), 0] > 0.7
+        assert comb[row, 0, round(1.5 * f0 / bin_hz), 0] < 0.05  # between harmonics
+        assert comb[row, 0, : round(0.5 * f0 / bin_hz), 0].max() < 0.05  # nothing below f0
+    assert torch.equal(comb[..., 0], comb[..., 100])
+
+
+def test_pitch_prior_needs_the_pitch():
+    tok = tiny_tokenizer()
+    with pytest.raises(MarsError, match="pitch prior"):
+        tok(torch.randn(2, 1, 32, 64))
+    spec = torch.randn(1, 1, 32, 64)
+    low = tok(spec, torch.tensor([40]))[0]
+    high = tok(spec, torch.tensor([80]))[0]
+    assert not torch.allclose(low, high), "the decoder uses the pitch"

@@ -8,7 +8,7 @@ from mars_model.tokenizer import TokenizerConfig, build_tokenizer
 TINY_SPECTRAL = SpectralConfig(sample_rate=16000, n_fft=64, hop=16, n_samples=1008)
 TINY_TOKENIZER = TokenizerConfig(
     cmx=(4, 4), channels=(8, 16), strides=((2, 2),), res_blocks=1, latent_dim=8,
-    codebook_size=32, scales=((1, 1), (2, 2), (4, 8)), n_refine=2, spectral=TINY_SPECTRAL,
+    codebook_size=32, scales=((1, 1), (2, 2), (4, 8)), n_refine=2, pitch_prior=True, spectral=TINY_SPECTRAL,
 )  # fmt: skip
 TINY_AR = ARConfig(dim=32, depth=2, heads=2, cond_dropout=0.0, n_instruments=8, n_pitches=128)
 

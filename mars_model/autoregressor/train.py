@@ -33,14 +33,16 @@ def velocity_buckets(velocities: np.ndarray) -> np.ndarray:
 
 
 @torch.no_grad()
-def encode_split(tokenizer: Tokenizer, specs: np.ndarray, batch: int = 32, quiet: bool = True) -> torch.Tensor:
-    """Token pyramids of ``specs`` ``[N, F, T]`` concatenated over scales: ``[N, total_tokens]`` int16."""
+def encode_split(tokenizer: Tokenizer, specs: np.ndarray, pitches: np.ndarray, batch: int = 32,
+                 quiet: bool = True) -> torch.Tensor:  # fmt: skip
+    """Token pyramids of ``specs`` ``[N, F, T]`` (pitches ``[N]``), concatenated over scales: ``[N, total]`` int16."""
     from tqdm import tqdm
 
     out = []
     for start in tqdm(range(0, len(specs), batch), desc="tokenizing", unit="batch", disable=quiet):
         x = torch.from_numpy(np.asarray(specs[start : start + batch], dtype=np.float32))[:, None]
-        out.append(torch.cat([i.flatten(1) for i in tokenizer.encode(x)], dim=1).short())
+        pitch = torch.from_numpy(np.asarray(pitches[start : start + batch]))
+        out.append(torch.cat([i.flatten(1) for i in tokenizer.encode(x, pitch)], dim=1).short())
     return torch.cat(out)
 
 
@@ -74,7 +76,7 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
     if cache.exists():
         tokens = torch.load(cache)
     else:
-        tokens = encode_split(tokenizer, notes.spectrograms(), quiet=quiet)
+        tokens = encode_split(tokenizer, notes.spectrograms(), notes.conditions["pitch"], quiet=quiet)
         torch.save(tokens, cache)
     q = tokenizer.quantizer
     model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size, seed=train_cfg.seed)
@@ -100,7 +102,7 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
         weights = F.one_hot(batch["instrument"], core.config.n_instruments).float()
         drop = torch.rand(b, device=weights.device) < core.config.cond_dropout
         logits = net(weights, batch["pitch"], batch["velocity"], batch["inputs"], drop)
-        loss = F.cross_entropy(logits.reshape(-1, core.vocab), batch["targets"].reshape(-1))
+        loss = F.cross_entropy(logits.float().reshape(-1, core.vocab), batch["targets"].reshape(-1))
         with torch.no_grad():
             last = core.offsets[-2]
             acc = (logits[:, last:].argmax(-1) == batch["targets"][:, last:]).float().mean()

@@ -30,6 +30,9 @@ class TokenizerConfig:
         scales: token-map sizes ``(h, w)`` coarse to fine; the last equals the latent grid.
         n_refine: refinement convolutions shared across scales.
         beta: commitment weight.
+        pitch_prior: feed a harmonic comb of the note's pitch (see :func:`harmonic_comb`) to the
+            encoder and the decoder's last level, so tokens need not carry harmonic positions.
+            Encoding and decoding then need the pitch.
     """
 
     cmx: tuple[int, int] = (16, 8)
@@ -41,6 +44,7 @@ class TokenizerConfig:
     scales: tuple[tuple[int, int], ...] = ((1, 1), (2, 1), (4, 2), (6, 3), (8, 4), (12, 6), (16, 8))
     n_refine: int = 4
     beta: float = 0.25
+    pitch_prior: bool = False
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     @classmethod
@@ -75,13 +79,35 @@ class TokenizerConfig:
             raise MarsError(f"{where}.scales must end at the latent grid {self.latent_grid}, got {self.scales[-1]}")
 
 
+def harmonic_comb(pitch: torch.Tensor, spectral: SpectralConfig, width_bins: float = 1.0) -> torch.Tensor:
+    """A spectrogram-shaped comb with Gaussian bumps at every harmonic of each pitch's f0.
+
+    Args:
+        pitch: ``[B]`` MIDI pitches (float or int).
+        spectral: the front end's sizes.
+        width_bins: standard deviation of each bump, in bins.
+    Returns:
+        ``[B, 1, F, T]`` in [0, 1], constant over time.
+    """
+    f0 = 440.0 * 2.0 ** ((pitch.float() - 69.0) / 12.0)
+    bin_hz = spectral.sample_rate / spectral.n_fft
+    bins = torch.arange(spectral.n_bins, device=pitch.device, dtype=torch.float32)
+    # Distance of each bin to its nearest harmonic (in bins), harmonics k >= 1 only.
+    spacing = (f0 / bin_hz)[:, None]
+    k = torch.clamp(torch.round(bins[None] / spacing), min=1.0)
+    dist = bins[None] - k * spacing
+    comb = torch.exp(-0.5 * (dist / width_bins) ** 2)
+    return comb[:, None, :, None].expand(-1, 1, -1, spectral.n_frames)
+
+
 class Encoder(nn.Module):
-    """``[B, C_cmx, F', T']`` -> ``[B, D, H, W]``."""
+    """``[B, C_cmx (x2 with the pitch prior), F', T']`` -> ``[B, D, H, W]``."""
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         ch = cfg.channels
-        layers: list[nn.Module] = [nn.Conv2d(cfg.cmx[0] * cfg.cmx[1], ch[0], 3, padding=1)]
+        c_in = cfg.cmx[0] * cfg.cmx[1] * (2 if cfg.pitch_prior else 1)
+        layers: list[nn.Module] = [nn.Conv2d(c_in, ch[0], 3, padding=1)]
         for i, width in enumerate(ch):
             layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
             if i < len(cfg.strides):
@@ -94,22 +120,32 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    """``[B, D, H, W]`` -> ``[B, C_cmx, F', T']`` (mirror of :class:`Encoder`)."""
+    """``[B, D, H, W]`` -> ``[B, C_cmx, F', T']`` (mirror of :class:`Encoder`).
+
+    With the pitch prior, the CMX-multiplexed harmonic comb is projected and added at the
+    last level, followed by one more residual block that mixes it in.
+    """
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
         ch = cfg.channels[::-1]
         strides = cfg.strides[::-1]
+        c_cmx = cfg.cmx[0] * cfg.cmx[1]
         layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, ch[0], 3, padding=1)]
         for i, width in enumerate(ch):
             layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
             if i < len(strides):
                 layers.append(Upsample(width, ch[i + 1], strides[i]))
-        layers += [group_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.cmx[0] * cfg.cmx[1], 3, padding=1)]
         self.net = nn.Sequential(*layers)
+        self.prior = nn.Conv2d(c_cmx, ch[-1], 3, padding=1) if cfg.pitch_prior else None
+        self.mix = ResBlock(ch[-1]) if cfg.pitch_prior else nn.Identity()
+        self.out = nn.Sequential(group_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], c_cmx, 3, padding=1))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z)
+    def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.net(z)
+        if self.prior is not None:
+            h = self.mix(h + self.prior(comb))
+        return self.out(h)
 
 
 class Tokenizer(nn.Module):
@@ -125,29 +161,41 @@ class Tokenizer(nn.Module):
         super().__init__()
         self.config, self.encoder, self.quantizer, self.decoder = config, encoder, quantizer, decoder
 
-    def encode_latent(self, spec: torch.Tensor) -> torch.Tensor:
-        """``[B, 1, F, T]`` log-spectrogram -> continuous latent ``[B, D, H, W]``."""
-        return self.encoder(multiplex(spec, self.config.cmx))
+    def _comb(self, pitch: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """The multiplexed harmonic comb ``[B, C_cmx, F', T']`` (None without the prior)."""
+        if not self.config.pitch_prior:
+            return None
+        if pitch is None or len(pitch) != batch:
+            from mars_model.errors import MarsError
 
-    def decode_latent(self, f_hat: torch.Tensor) -> torch.Tensor:
-        """Latent ``[B, D, H, W]`` -> ``[B, 1, F, T]`` log-spectrogram."""
-        return demultiplex(self.decoder(f_hat), self.config.cmx)
+            raise MarsError("this tokenizer has a pitch prior: pass the notes' pitches ([B] MIDI)")
+        return multiplex(harmonic_comb(pitch, self.config.spectral), self.config.cmx)
 
-    def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor], torch.Tensor]:
+    def encode_latent(self, spec: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, 1, F, T]`` log-spectrogram (and ``[B]`` pitches) -> continuous latent ``[B, D, H, W]``."""
+        x = multiplex(spec, self.config.cmx)
+        comb = self._comb(pitch, len(spec))
+        return self.encoder(x if comb is None else torch.cat([x, comb], dim=1))
+
+    def decode_latent(self, f_hat: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent ``[B, D, H, W]`` (and ``[B]`` pitches) -> ``[B, 1, F, T]`` log-spectrogram."""
+        return demultiplex(self.decoder(f_hat, self._comb(pitch, len(f_hat))), self.config.cmx)
+
+    def forward(self, spec: torch.Tensor, pitch: torch.Tensor | None = None):
         """Reconstruct ``spec`` ``[B, 1, F, T]``; returns ``(recon, indices per scale, vq_loss)``."""
-        f_hat, indices, vq_loss = self.quantizer(self.encode_latent(spec))
-        return self.decode_latent(f_hat), indices, vq_loss
+        f_hat, indices, vq_loss = self.quantizer(self.encode_latent(spec, pitch))
+        return self.decode_latent(f_hat, pitch), indices, vq_loss
 
     @torch.no_grad()
-    def encode(self, spec: torch.Tensor) -> list[torch.Tensor]:
+    def encode(self, spec: torch.Tensor, pitch: torch.Tensor | None = None) -> list[torch.Tensor]:
         """``[B, 1, F, T]`` -> token maps ``[B, h_k, w_k]`` for every scale."""
-        _, indices, _ = self.quantizer(self.encode_latent(spec))
+        _, indices, _ = self.quantizer(self.encode_latent(spec, pitch))
         return indices
 
     @torch.no_grad()
-    def decode(self, indices: Sequence[torch.Tensor]) -> torch.Tensor:
+    def decode(self, indices: Sequence[torch.Tensor], pitch: torch.Tensor | None = None) -> torch.Tensor:
         """Token maps of all scales -> ``[B, 1, F, T]`` log-spectrogram."""
-        return self.decode_latent(self.quantizer.indices_to_latent(indices))
+        return self.decode_latent(self.quantizer.indices_to_latent(indices), pitch)
 
 
 def build_tokenizer(config: TokenizerConfig, seed: int = 0) -> Tokenizer:

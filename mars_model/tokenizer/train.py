@@ -40,7 +40,7 @@ def reconstruction_loss(weights: Mapping[str, float]):
 
     def loss_fn(model, batch, step):
         spec = batch["spec"]
-        recon, _, vq = model(spec)
+        recon, _, vq = model(spec, batch.get("pitch"))
         l1, l2 = F.l1_loss(recon, spec), F.mse_loss(recon, spec)
         quantizer = (model.module if hasattr(model, "module") else model).quantizer
         alive = float((quantizer.usage > 0.1 / quantizer.codebook_size).float().mean())
@@ -57,10 +57,13 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     notes = load_split(config, "train", tok_cfg, quiet)
     specs = np.asarray(notes.spectrograms())  # the subset fits in memory; random access is then free
     model = build_tokenizer(tok_cfg, seed=train_cfg.seed)
+    pitches = torch.from_numpy(notes.conditions["pitch"])
 
     def fetch(idx):
-        batch = torch.from_numpy(specs[np.sort(idx)].astype(np.float32))[:, None]
-        return {"spec": batch.to(next(model.parameters()).device)}
+        idx = np.sort(idx)
+        device = next(model.parameters()).device
+        batch = torch.from_numpy(specs[idx].astype(np.float32))[:, None]
+        return {"spec": batch.to(device), "pitch": pitches[idx].to(device)}
 
     train(model, reconstruction_loss(config.get("loss", {})), notes, config, run_dir, device=device,
           fetch=fetch, quiet=quiet, stop_after=stop_after)  # fmt: skip

@@ -1,0 +1,149 @@
+"""Evaluate the MARS model on held-out conditions: tokenizer reconstructions, generated notes, ceiling.
+
+For every note of the test split (restricted to the model's instruments), the tokenizer
+reconstructs it and the generator makes a note for its (instrument, pitch, velocity),
+a condition never seen in training (the split holds out whole (instrument, pitch)
+pairs). Both are scored against the real notes with the evaluation suite, next to the
+real-vs-real ceiling (train notes against test notes).
+
+    python tools/eval_model.py --out docs/eval            # shipped model, writes eval.md + eval.json
+    python tools/eval_model.py --what generator --limit 64 --guidance 2   # quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+
+def collection(notes, specs, name, waves=None):
+    from mars_model.eval.suite import NoteCollection
+
+    return NoteCollection.from_arrays(
+        specs, notes.conditions["pitch"], notes.conditions["instrument_family"], notes.note_strs,
+        waves=waves, name=name, sample_rate=notes.spectral.config.sample_rate,
+    )  # fmt: skip
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="data/fluidr3")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--config", default="mars_model/configs/autoregressor.yaml",
+                        help="where the model's programs are read from")  # fmt: skip
+    parser.add_argument("--tokenizer", help="tokenizer weights (default: shipped)")
+    parser.add_argument("--autoregressor", help="autoregressor weights (default: shipped)")
+    parser.add_argument("--what", default="ceiling,tokenizer,generator")
+    parser.add_argument("--limit", type=int, help="evaluate a seeded random subset of this many notes")
+    parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--top-k", type=int, default=0)
+    parser.add_argument("--top-p", type=float, default=1.0)
+    parser.add_argument("--guidance", type=float, default=0.0)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--pyin-notes", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="directory for eval.md and eval.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+
+    from mars_model.api import NoteRequest, Sampling
+    from mars_model.data.noteset import NoteSet
+    from mars_model.eval.suite import Evaluator
+    from mars_model.generator import load_generator
+    from mars_model.tokenizer.train import load_tokenizer
+    from mars_model.weights_io import shipped_path
+
+    programs = yaml.safe_load(Path(args.config).read_text())["data"]["programs"]
+    notes = NoteSet(args.data, args.split, programs=programs)
+    specs_all = notes.spectrograms()
+    rows = np.arange(len(notes))
+    if args.limit and args.limit < len(rows):
+        rows = np.sort(np.random.default_rng(args.seed).choice(len(rows), args.limit, replace=False))
+    real = collection(notes, specs_all, f"real {args.split}", waves=notes.load_audio).subset(rows)
+    evaluator = Evaluator(pyin_notes=args.pyin_notes, progress=True, ndb_bins=min(50, len(rows) // 2))
+    what = set(args.what.split(","))
+    results, sections = {}, []
+
+    if "ceiling" in what:
+        train = NoteSet(args.data, "train", programs=programs)
+        pick = np.sort(np.random.default_rng(1).choice(len(train), min(len(train), 2 * len(rows)), replace=False))
+        train_coll = collection(train, train.spectrograms(), "real train", waves=train.load_audio).subset(pick)
+        report = evaluator.compare(train_coll, real, paired=False)
+        results["ceiling"] = report.to_dict()
+        sections.append(("Real vs real (train notes vs test notes)", report.to_markdown("train", "test")))
+
+    if "tokenizer" in what:
+        tokenizer = load_tokenizer(args.tokenizer or shipped_path("tokenizer.pt"))
+        recon, used = [], set()
+        started = time.perf_counter()
+        with torch.no_grad():
+            for start in range(0, len(rows), 16):
+                x = torch.from_numpy(np.asarray(specs_all[rows[start : start + 16]], dtype=np.float32))[:, None]
+                pitch = torch.from_numpy(notes.conditions["pitch"][rows[start : start + 16]])
+                out, indices, _ = tokenizer(x, pitch)
+                recon.append(out[:, 0].numpy())
+                for idx in indices:
+                    used.update(idx.flatten().tolist())
+        recon = np.concatenate(recon)
+        sub = notes_subset_names(notes, rows)
+        coll = collection_from(sub, recon, "tokenizer reconstruction")
+        report = evaluator.compare(real, coll, paired=True)
+        results["tokenizer"] = {**report.to_dict(), "codebook_usage": len(used) / tokenizer.quantizer.codebook_size,
+                                "seconds": time.perf_counter() - started}  # fmt: skip
+        sections.append((f"Tokenizer reconstructions (codebook usage {len(used) / tokenizer.quantizer.codebook_size:.0%})",
+                         report.to_markdown("real", "reconstructed")))  # fmt: skip
+
+    if "generator" in what:
+        gen = load_generator(args.tokenizer, args.autoregressor)
+        sampling = Sampling(args.temperature, args.top_k, args.top_p, args.guidance)
+        cond = notes.conditions
+        requests = [NoteRequest(int(cond["instrument"][r]), int(cond["pitch"][r]), int(cond["velocity"][r]),
+                                seed=args.seed + int(r), sampling=sampling) for r in rows]  # fmt: skip
+        waves, specs = [], []
+        started = time.perf_counter()
+        from tqdm import tqdm
+
+        for start in tqdm(range(0, len(requests), 16), desc="generating", unit="batch"):
+            w, s = gen.generate(requests[start : start + 16], return_spectrograms=True)
+            waves.extend(w)
+            specs.append(s[:, 0].numpy())
+        seconds = time.perf_counter() - started
+        sub = notes_subset_names(notes, rows)
+        coll = collection_from(sub, np.concatenate(specs), "generated", waves=waves)
+        report = evaluator.compare(real, coll, paired=True)
+        results["generator"] = {**report.to_dict(), "sampling": vars(sampling) if hasattr(sampling, "__dict__") else str(sampling),
+                                "seconds": seconds, "notes": len(requests)}  # fmt: skip
+        sections.append((f"Generated notes for held-out conditions ({sampling})", report.to_markdown("real", "generated")))
+
+    text = "\n\n".join(f"### {title}\n\n{body}" for title, body in sections)
+    header = (f"Evaluation on {len(rows)} {args.split} notes of {len(programs)} programs "
+              f"(`python tools/eval_model.py {' '.join(argv or sys.argv[1:])}`)\n\n")  # fmt: skip
+    print(header + text)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "eval.md").write_text(header + text + "\n")
+        (args.out / "eval.json").write_text(json.dumps(results, indent=1, default=str))
+    return 0
+
+
+def notes_subset_names(notes, rows):
+    return {"pitch": notes.conditions["pitch"][rows], "family": notes.conditions["instrument_family"][rows],
+            "names": [notes.note_strs[r] for r in rows], "rate": notes.spectral.config.sample_rate}  # fmt: skip
+
+
+def collection_from(sub, specs, name, waves=None):
+    from mars_model.eval.suite import NoteCollection
+
+    return NoteCollection.from_arrays(specs, sub["pitch"], sub["family"], sub["names"], waves=waves, name=name,
+                                      sample_rate=sub["rate"])  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
