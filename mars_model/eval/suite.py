@@ -443,7 +443,9 @@ class Evaluator:
         if cand_pyin is not None:
             details["pyin"] = {
                 "notes": len(cand_pyin),
-                "audio": "WAV files" if candidate.waves else "candidate vocoded by Griffin-Lim",
+                "audio": "audio as given"
+                if candidate.waves
+                else "candidate spectrograms vocoded by Griffin-Lim, 32 iterations",
                 "tolerance_cents": 50,
             }
 
