@@ -208,3 +208,16 @@ def test_cli_bad_input_is_one_error_line(sets, tmp_path, capsys, argv, message):
     assert code == 1
     assert len(err.splitlines()) == 1 and err.startswith("mars-synth eval: error:")
     assert message in err
+
+
+def test_sets_of_different_spectrogram_shapes_are_refused(sets, evaluator):
+    real = NoteCollection.from_dir(sets / "real", "test", progress=False)
+    small = NoteCollection.from_arrays(np.zeros((10, 256, 128)), real.pitch[:10], real.family[:10])
+    with pytest.raises(MarsError, match=r"mismatched sets: .*\[512, 256\]"):
+        evaluator.compare(real, small)
+
+
+def test_a_file_that_is_not_a_classifier_is_one_clear_error(tmp_path):
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(MarsError, match="cannot read the evaluation classifier"):
+        load_classifier(tmp_path / "junk.pt")
