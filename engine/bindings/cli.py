@@ -29,7 +29,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "render", "render a MIDI file to WAV/FLAC with the neural synth", "engine.bindings.render_command", 5
     ),
     Subcommand("play", "play live from a MIDI keyboard or a DAW over OSC", "engine.bindings.play_command", 6),
-    Subcommand("note", "generate one note to a WAV file", None, 4),
+    Subcommand("note", "generate one note to a WAV file", "engine.bindings.note_command"),
     Subcommand("presets", "list the installed presets", "engine.bindings.presets_command", 4),
     Subcommand("devices", "list audio devices and MIDI ports", "engine.bindings.devices_command", 6),
     Subcommand(

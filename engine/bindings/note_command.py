@@ -1,0 +1,130 @@
+"""``mars-synth note``: generate one note of a preset to a WAV file (and optionally a spectrogram picture)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+from mars_model.errors import MarsError
+
+NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
+
+
+def parse_pitch(text: str) -> int:
+    """A MIDI number (``60``) or a note name (``C4``, ``F#3``, ``Bb2``; C4 = 60)."""
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    match = re.fullmatch(r"([A-Ga-g])([#b]?)(-?\d)", text)
+    if not match:
+        raise MarsError(f"--pitch {text!r}: give a MIDI number (60) or a note name (C4, F#3, Bb2)")
+    letter, accidental, octave = match.groups()
+    return (int(octave) + 1) * 12 + NOTE_NAMES[letter.lower()] + {"#": 1, "b": -1, "": 0}[accidental]
+
+
+def parse_morph(text: str) -> tuple[str, float]:
+    """``OTHER:WEIGHT`` -> (preset name, weight in [0, 1])."""
+    name, _, weight = text.rpartition(":")
+    try:
+        value = float(weight)
+    except ValueError:
+        value = -1.0
+    if not name or not 0.0 <= value <= 1.0:
+        raise MarsError(f"--morph {text!r}: expected OTHER_PRESET:WEIGHT with WEIGHT in 0..1, e.g. strings:0.3")
+    return name, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Register the ``note`` options."""
+    parser.description = (
+        "Generate one 4 s note (3 s held, 1 s release) with the MARS model and write it as a WAV. "
+        "The same preset, pitch, velocity and seed always give the same note."
+    )
+    parser.add_argument("--preset", required=True, help="preset name (see 'mars-synth presets') or a .yaml path")
+    parser.add_argument("--pitch", required=True, metavar="P",
+                        help="MIDI pitch or note name (C4 = 60)")  # fmt: skip
+    parser.add_argument("--velocity", type=int, default=100, metavar="V", help="MIDI velocity 1..127 (default 100)")
+    parser.add_argument("-o", "--output", required=True, type=Path, help="WAV file to write")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    parser.add_argument("--morph", metavar="OTHER:W",
+                        help="blend in another preset's instrument with weight W, e.g. strings:0.3")  # fmt: skip
+    parser.add_argument("--png", type=Path, metavar="FILE", help="also draw the generated spectrogram here")
+    parser.add_argument("--sample-rate", type=int, default=None,
+                        help="output rate in Hz (default: the model's 16000); resampled with soxr")  # fmt: skip
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Generate the note and write the file(s)."""
+    import numpy as np
+    import soundfile
+
+    from engine.model import default_note_source
+    from engine.preset import find_preset
+    from mars_model.api import NoteRequest
+
+    pitch = parse_pitch(args.pitch)
+    morph = parse_morph(args.morph) if args.morph else None
+    preset = find_preset(args.preset)
+    instrument = preset.instrument
+    if morph:
+        other_name, weight = morph
+        other = find_preset(other_name)
+        mix: dict[int, float] = {}
+        for source, share in ((preset.instrument, 1.0 - weight), (other.instrument, weight)):
+            parts = {source: 1.0} if isinstance(source, int) else dict(source)
+            total = sum(parts.values())
+            for program, w in parts.items():
+                mix[int(program)] = mix.get(int(program), 0.0) + share * w / total
+        instrument = mix
+    request = NoteRequest(instrument, pitch, args.velocity, seed=args.seed, sampling=preset.sampling)
+    if args.output.parent and not args.output.parent.is_dir():
+        raise MarsError(f"cannot write {args.output}: directory {args.output.parent} does not exist")
+    source = default_note_source(args.device)
+    if hasattr(source, "generate_spectrograms"):
+        waves, specs = source.generate([request], return_spectrograms=True)
+    else:
+        waves, specs = source.generate([request]), None
+    wave = np.asarray(waves[0], dtype=np.float32) * float(preset.envelope.gain)
+    rate = source.sample_rate
+    if args.sample_rate and args.sample_rate != rate:
+        import soxr
+
+        wave, rate = soxr.resample(wave, rate, args.sample_rate, quality="HQ").astype(np.float32), args.sample_rate
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak > 1.0:
+        wave = wave / peak  # never write a clipped file
+    try:
+        soundfile.write(args.output, wave, rate, subtype="PCM_16")
+    except (OSError, RuntimeError) as err:
+        raise MarsError(f"cannot write {args.output}: {err}") from None
+    if args.png:
+        if specs is None:
+            raise MarsError("--png needs a model that returns spectrograms")
+        _draw(specs[0, 0].cpu().numpy(), args.png, f"{preset.name}  pitch {pitch}  velocity {args.velocity}  seed {args.seed}")
+    print(f"{args.output}: {preset.name}, pitch {pitch}, velocity {args.velocity}, seed {args.seed}, "
+          f"{len(wave) / rate:.1f} s at {rate} Hz, peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")  # fmt: skip
+    return 0
+
+
+def _draw(logspec, path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise MarsError("--png needs matplotlib: pip install matplotlib") from None
+    fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
+    ax.imshow(logspec, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1,
+              extent=(0, 4.0 * logspec.shape[1] / 250.0, 0, 8000))  # fmt: skip
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("frequency (Hz)")
+    ax.set_title(title)
+    fig.tight_layout()
+    try:
+        fig.savefig(path)
+    except OSError as err:
+        raise MarsError(f"cannot write {path}: {err.strerror}") from None
+    finally:
+        plt.close(fig)

@@ -1,0 +1,94 @@
+"""``mars-synth note``: one generated note to a WAV (and a PNG), with one-line errors for bad input."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import soundfile
+
+from engine.bindings.note_command import parse_morph, parse_pitch
+from mars_model.errors import MarsError
+
+# A real NoteGenerator built from the tiny test models (untrained weights), loaded by the
+# engine's note-source hook: the command runs end to end in about a second.
+FACTORY = "tests.test_note_command:tiny_generator"
+
+
+def tiny_generator():
+    from mars_model.generator import NoteGenerator
+    from tests.tiny_models import tiny_tokenizer
+
+    programs = [0, 4, 11, 16, 24, 33, 40, 48, 52, 56, 65, 73, 80]  # every shipped preset's program
+    return NoteGenerator(tiny_tokenizer(), tiny_autoregressor_for(programs), instruments=programs,
+                         pitch_range=(21, 108), model_id="tiny", vocoder_iters=2, coarse_scales=1)  # fmt: skip
+
+
+def tiny_autoregressor_for(programs):
+    from mars_model.autoregressor import build_autoregressor
+    from tests.tiny_models import TINY_AR, TINY_TOKENIZER
+
+    cfg = type(TINY_AR)(**{**TINY_AR.to_dict(), "n_instruments": 128})
+    q = TINY_TOKENIZER
+    return build_autoregressor(cfg, q.scales, q.latent_dim, q.codebook_size).eval()
+
+
+def note(*args, tmp_path):
+    env = {**os.environ, "MARS_SYNTH_NOTE_SOURCE": FACTORY, "PYTHONPATH": os.getcwd()}
+    return subprocess.run([sys.executable, "-m", "engine.bindings.cli", "note", *args], capture_output=True,
+                          text=True, env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL)  # fmt: skip
+
+
+def test_writes_a_note_and_a_picture(tmp_path):
+    out, png = tmp_path / "n.wav", tmp_path / "n.png"
+    proc = note("--preset", "grand_piano", "--pitch", "C4", "--velocity", "90", "-o", str(out), "--png", str(png),
+                "--seed", "3", tmp_path=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    info = soundfile.info(out)
+    assert info.samplerate == 16000 and info.channels == 1 and info.frames > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    again = tmp_path / "again.wav"
+    note("--preset", "grand_piano", "--pitch", "60", "--velocity", "90", "-o", str(again), "--seed", "3",
+         tmp_path=tmp_path)  # fmt: skip
+    assert again.read_bytes() == out.read_bytes(), "same preset, pitch, velocity and seed: same file"
+
+
+def test_morph_and_resampling(tmp_path):
+    out = tmp_path / "m.wav"
+    proc = note("--preset", "grand_piano", "--pitch", "64", "--morph", "strings:0.3", "--sample-rate", "48000",
+                "-o", str(out), tmp_path=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert soundfile.info(out).samplerate == 48000
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["--preset", "no_such_preset", "--pitch", "60"], "unknown preset"),
+    (["--preset", "grand_piano", "--pitch", "60", "--velocity", "0"], "velocity must be in 1..127"),
+    (["--preset", "grand_piano", "--pitch", "120"], "outside this model's range"),
+    (["--preset", "grand_piano", "--pitch", "H9"], "note name"),
+    (["--preset", "grand_piano", "--pitch", "60", "--morph", "strings:2"], "WEIGHT in 0..1"),
+])  # fmt: skip
+def test_bad_input_is_one_line(tmp_path, args, needle):
+    proc = note(*args, "-o", str(tmp_path / "x.wav"), tmp_path=tmp_path)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], proc.stderr
+
+
+def test_corrupt_weight_file_is_one_line(tmp_path):
+    from mars_model.generator import load_generator
+
+    bad = tmp_path / "ar.pt"
+    bad.write_bytes(b"PK\x03\x04 not really a torch file")
+    tok = tmp_path / "tok.pt"
+    tok.write_bytes(b"")
+    with pytest.raises(MarsError, match="corrupt|not a mars-synth"):
+        load_generator(tok, bad)
+
+
+def test_pitch_and_morph_parsing():
+    assert parse_pitch("C4") == 60 and parse_pitch("A4") == 69 and parse_pitch("F#3") == 54
+    assert parse_pitch("Bb2") == 46 and parse_pitch("60") == 60
+    assert parse_morph("strings:0.25") == ("strings", 0.25)
+    with pytest.raises(MarsError):
+        parse_morph("strings")
