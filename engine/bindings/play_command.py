@@ -109,10 +109,14 @@ def run(args: argparse.Namespace) -> int:
                 inputs.append(f"OSC {engine.osc.address[0]}:{engine.osc.address[1]}")
             print(f"mars-synth play: {engine.device_name} at {engine.sample_rate} Hz; listening on "
                   f"{', '.join(inputs) or 'nothing'}; Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
+        from engine.live.engine import settle_garbage
+
         waited = 0.0
         while not stop.is_set():
             stop.wait(0.25)
             waited += 0.25
+            if waited % 5 < 0.25:
+                settle_garbage()
             if args.duration is not None and waited >= args.duration:
                 break
             if not args.quiet and tty:

@@ -10,6 +10,7 @@ are written to the disk cache) before the process exits.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import threading
@@ -97,6 +98,18 @@ class PlaySettings:
             raise MarsError(f"worker must be process or thread, got {self.worker!r}")
         if not 1 <= self.urgent_batch <= 256 or not 1 <= self.background_batch <= 256:
             raise MarsError("generation batch sizes must be 1..256")
+
+
+def settle_garbage() -> None:
+    """Move every object alive now out of the garbage collector's reach (``gc.freeze``).
+
+    A full collection walks every tracked object while holding the GIL - tens of
+    milliseconds in a process with numpy, mido and the engine loaded - and the audio callback
+    would wait for it. Frozen objects are never walked again; new objects are still
+    collected, and garbage without reference cycles is freed by reference counting as
+    always. ``play`` calls this after start-up and then every few seconds, which is cheap.
+    """
+    gc.freeze()
 
 
 def live_note_source(device: str = "auto", backend: str = "eager") -> NoteSource:
@@ -203,6 +216,7 @@ class LiveEngine:
             port.start()
         if self.osc is not None:
             self.osc.start()
+        settle_garbage()
         self.started_at = time.monotonic()
 
     def wait_warm(self, timeout: float | None = None) -> bool:

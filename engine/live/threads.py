@@ -27,3 +27,4 @@ def prefer_realtime(priority: int = HELPER_PRIORITY) -> bool:
     except (OSError, ValueError):
         return False
     return True
+
