@@ -176,7 +176,7 @@ class OscServer:
 
     def _serve(self) -> None:
         prefer_realtime()
-        self._server.serve_forever(poll_interval=0.1)
+        self._server.serve_forever(poll_interval=0.5)  # packets wake it at once; this is for shutdown
 
     # ---------------------------------------------------------------- python-osc's dispatcher surface
 

@@ -110,7 +110,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"mars-synth play: {engine.device_name} at {engine.sample_rate} Hz; listening on "
                   f"{', '.join(inputs) or 'nothing'}; Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
         from engine.live.engine import settle_garbage
+        from engine.live.threads import prefer_realtime
 
+        prefer_realtime()  # this thread too takes the GIL (status line, gc) - see engine.live.threads
         waited = 0.0
         while not stop.is_set():
             stop.wait(0.25)

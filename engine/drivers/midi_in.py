@@ -165,6 +165,9 @@ class MidiInput:
                 self.dropped += 1
 
     def _run(self) -> None:
+        from engine.live.threads import prefer_realtime
+
+        prefer_realtime()
         next_check = time.monotonic() + DISCONNECT_CHECK_SECONDS
         get = self._client.get_message
         while not self._stop.is_set():

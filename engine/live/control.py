@@ -404,7 +404,7 @@ class ControlThread:
     def _run(self) -> None:
         prefer_realtime()
         while not self._stop:
-            timeout = 0.5
+            timeout = 1.0
             if self._later:
                 timeout = max(0.0, self._later[0][0] - TIMED_LEAD_SECONDS - time.monotonic())
             try:

@@ -33,8 +33,9 @@ from mars_model.api import NoteSource
 from mars_model.errors import MarsError
 
 #: The GIL switch interval while playing: a thread holding the GIL is asked to hand it to
-#: the audio callback within this time (Python's default, 5 ms, is longer than a block).
-SWITCH_INTERVAL = 0.0005
+#: the audio callback after the callback has waited this long (Python's default, 5 ms, is
+#: longer than a block).
+SWITCH_INTERVAL = 0.0001
 #: The Synth renders at most this many frames at once; larger host blocks are split.
 SYNTH_BLOCK = 1024
 

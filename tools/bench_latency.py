@@ -1,0 +1,198 @@
+"""Live play's latency and real-time behaviour, measured through JACK (dummy backend).
+
+What it measures, with ``mars-synth play`` running as the real command in its own process:
+
+* engine-added latency: event in -> first non-zero output sample, in JACK frames, read by a
+  JACK client connected to the engine's outputs. MIDI events are written by that client at a
+  known frame (the start of a cycle) into the engine's JACK MIDI port; OSC messages are sent
+  over UDP, stamped with JACK's frame clock just before sending. Median and p99, for cached
+  notes (generated ahead) and uncached ones (the exact note not generated yet: the engine
+  plays the nearest ready pitch; the exact note's generation time is reported as well).
+* the audio callback's time as a share of the block (the engine's own measurement).
+* a long run with many voices held: underflows the engine saw, and which JACK clients
+  jackd names as late - the engine, or a C reference client (jack_metro) on the same CPUs,
+  the yardstick of what the machine does to any real-time client.
+* the engine's memory (RSS) over the long run.
+
+Notes come from the tests' additive instrument unless ``--note-source model`` (the trained
+MARS model) or another ``module:factory`` is given.
+
+    python tools/bench_latency.py                       # the full run: 200 notes each, 10 min with 64 voices
+    python tools/bench_latency.py --notes 60 --long 60  # shortened
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT)]
+
+from test_jack_live import (  # noqa: E402 - the harness lives with the integration tests
+    SOURCE_SPEC,
+    EnginePlayer,
+    JackProbe,
+    JackServer,
+    ReferenceClient,
+)
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process in MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def wait_silent(engine: EnginePlayer, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        voices = engine.osc.query("voices", timeout=0.5)
+        if voices is not None and voices[0] == 0:
+            return
+        time.sleep(0.01)
+
+
+def measure_notes(engine: EnginePlayer, probe: JackProbe, notes: list[tuple[int, int]], via: str,
+                  hold: float = 0.15) -> list[int]:  # fmt: skip
+    """Play notes one at a time; returns each one's latency in frames (event -> first sound)."""
+    rng = np.random.default_rng(0)
+    latencies = []
+    for pitch, velocity in notes:
+        wait_silent(engine)
+        time.sleep(float(rng.uniform(0.01, 0.03)))  # land anywhere in the cycle
+        if via == "midi":
+            sent = probe.send_midi(bytes([0x90, pitch, velocity]))
+        else:
+            sent = probe.now()
+            engine.osc.send("/mars/note", pitch, velocity)
+        onset = probe.first_sound(sent, timeout=10.0, level=0.0)  # the first non-zero sample
+        if onset is None:
+            raise RuntimeError(f"note {pitch} never sounded:\n{engine.output()}")
+        latencies.append(onset - sent)
+        time.sleep(hold)
+        if via == "midi":
+            probe.send_midi(bytes([0x80, pitch, 0]))
+        else:
+            engine.osc.send("/mars/note_off", pitch)
+    return latencies
+
+
+def stats(frames: list[int], rate: int, block: int) -> dict:
+    ms = np.asarray(frames, np.float64) * 1000 / rate
+    return {"n": len(frames), "median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
+            "max_ms": round(float(ms.max()), 3), "within_1_block": round(float(np.mean(np.asarray(frames) <= block)), 3)}  # fmt: skip
+
+
+def uncached_notes(count: int) -> list[tuple[int, int]]:
+    """Notes far enough apart (pitch and velocity bucket) that none was generated as another's neighbour."""
+    notes = []
+    for velocity in (25, 50, 75, 100, 127):
+        for pitch in range(36, 97, 6):
+            notes.append((pitch, velocity))
+    order = np.random.default_rng(1).permutation(len(notes))
+    return [notes[i] for i in order[:count]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
+    parser.add_argument("--notes", type=int, default=200, help="notes per latency measurement (default 200)")
+    parser.add_argument("--long", type=float, default=600.0, help="seconds of the long run (default 600)")
+    parser.add_argument("--voices", type=int, default=64, help="voices held during the long run (default 64)")
+    parser.add_argument("--preset", default="drawbar_organ", help="preset (default drawbar_organ: short release)")
+    parser.add_argument("--note-source", default=SOURCE_SPEC, help="module:factory, or 'model' for MARS")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    source = "" if args.note_source == "model" else args.note_source
+    rate = 48000
+    results: dict = {"period": args.period, "rate": rate, "preset": args.preset, "note_source": args.note_source or "model"}
+    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    server = JackServer(period=args.period).start()
+    server.reference = ReferenceClient(server)
+    try:
+        # Cached: the preset's range at velocity 100 is generated ahead before measuring.
+        engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", source=source)
+        try:
+            engine.wait_ready(timeout=3600)
+            probe = JackProbe(server, seconds=30).start()
+            try:
+                pitches = [int(p) for p in np.random.default_rng(2).integers(40, 90, args.notes)]
+                midi = measure_notes(engine, probe, [(p, 100) for p in pitches], "midi")
+                osc = measure_notes(engine, probe, [(p, 100) for p in pitches], "osc")
+                results["cached_midi"] = stats(midi, rate, args.period)
+                results["cached_osc"] = stats(osc, rate, args.period)
+                share = engine.osc.query("latency")
+                results["callback_share_few_voices"] = {"median": round(share[0], 4), "p99": round(share[1], 4)}
+            finally:
+                probe.close()
+        finally:
+            engine.stop()
+        # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
+        (work / "cold").mkdir()
+        engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
+                              "--no-precompute", source=source)  # fmt: skip
+        try:
+            engine.wait_ready(timeout=3600)
+            probe = JackProbe(server, seconds=30).start()
+            try:
+                first = measure_notes(engine, probe, [(60, 100)], "midi")  # nothing ready at all: waits for the model
+                notes = uncached_notes(min(args.notes, 55))
+                cold = measure_notes(engine, probe, notes, "midi", hold=0.3)
+                status = engine.osc.query("status")
+                results["first_note_cold_ms"] = round(first[0] * 1000 / rate, 2)
+                results["uncached_midi"] = stats(cold, rate, args.period)
+                results["uncached_played_from_nearest"] = status[4]
+                results["model_seconds_per_note"] = round(status[8], 4)
+            finally:
+                probe.close()
+        finally:
+            engine.stop()
+        # Long run: many voices held (looping), underflows, late clients, memory.
+        engine = EnginePlayer(server, work, "--preset", "strings", "--no-midi", source=source)
+        try:
+            engine.wait_ready(timeout=3600)
+            for pitch in range(36, 36 + args.voices):
+                engine.osc.send("/mars/note", pitch, 100)
+            time.sleep(3.0)
+            server.reference.follow(engine.process.pid)
+            at = server.log_position()
+            before = engine.osc.query("status")[1]
+            memory = []
+            started = time.monotonic()
+            while time.monotonic() - started < args.long:
+                memory.append(rss_mib(engine.process.pid))
+                time.sleep(min(5.0, args.long / 10))
+            status = engine.osc.query("status")
+            share = engine.osc.query("latency")
+            late = server.late_clients(at)
+            results["long_run"] = {
+                "seconds": args.long, "voices": status[0], "underflows": status[1] - before,
+                "late_cycles_engine": late.get("PortAudio", 0), "late_cycles_reference_c_client": late.get(ReferenceClient.NAME, 0),
+                "cycles": int(args.long * rate / args.period),
+                "callback_share_median": round(share[0], 4), "callback_share_p99": round(share[1], 4),
+                "rss_mib_first": round(memory[0], 1), "rss_mib_last": round(memory[-1], 1), "rss_mib_max": round(max(memory), 1),
+            }  # fmt: skip
+        finally:
+            engine.stop()
+    finally:
+        server.reference.stop()
+        server.stop()
+        server.log.unlink(missing_ok=True)
+    print(json.dumps(results, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    os.environ.pop("JACK_DEFAULT_SERVER", None)
+
+
+if __name__ == "__main__":
+    main()
