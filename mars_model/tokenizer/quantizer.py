@@ -47,7 +47,8 @@ class MultiScaleResidualVQ(nn.Module):
         scales: ``[(h, w), ...]`` coarse to fine; the last must be the latent grid ``(H, W)``.
         n_refine: number of refinement convolutions shared across scales.
         beta: commitment weight.
-        dead_after: a code whose usage EMA falls below ``1 / (dead_after * V)`` is restarted.
+        dead_after: a code whose usage EMA falls below ``1 / (dead_after * V)`` is restarted on a
+            random residual vector that the lookup actually saw (at any scale).
     """
 
     def __init__(
@@ -57,7 +58,7 @@ class MultiScaleResidualVQ(nn.Module):
         scales: Sequence[tuple[int, int]],
         n_refine: int = 4,
         beta: float = 0.25,
-        dead_after: float = 50.0,
+        dead_after: float = 10.0,
         usage_decay: float = 0.99,
     ) -> None:
         super().__init__()
@@ -116,8 +117,10 @@ class MultiScaleResidualVQ(nn.Module):
         rest, f_hat = f.detach(), torch.zeros_like(f)
         indices, loss = [], f.new_zeros(())
         counts = torch.zeros(self.codebook_size, device=f.device)
+        looked_up = []
         for k, size in enumerate(self.scales):
             r_k = self._down(rest, size)
+            looked_up.append(r_k.permute(0, 2, 3, 1).reshape(-1, self.dim))
             idx = self.nearest(r_k.permute(0, 2, 3, 1))
             indices.append(idx)
             counts += torch.bincount(idx.flatten(), minlength=self.codebook_size).float()
@@ -127,23 +130,24 @@ class MultiScaleResidualVQ(nn.Module):
             loss = loss + F.mse_loss(f_hat, f.detach()) + self.beta * F.mse_loss(f, f_hat.detach())
         loss = loss / len(self.scales)
         if self.training:
-            self._track_usage(counts, f)
+            self._track_usage(counts, torch.cat(looked_up))
         return f + (f_hat - f).detach(), indices, loss
 
     @torch.no_grad()
-    def _track_usage(self, counts: torch.Tensor, f: torch.Tensor) -> None:
+    def _track_usage(self, counts: torch.Tensor, pool: torch.Tensor) -> None:
+        """Update the usage EMA and restart dead codes on vectors from ``pool`` ``[N, D]``.
+
+        ``pool`` holds what the nearest-code lookup saw at every scale: residuals, which
+        shrink scale after scale. Restarting on raw latents instead would park codes where
+        no fine-scale lookup ever goes.
+        """
         self.usage.mul_(self.usage_decay).add_(counts / counts.sum(), alpha=1 - self.usage_decay)
         dead = self.usage < 1.0 / (self.dead_after * self.codebook_size)
         n_dead = int(dead.sum())
         if n_dead == 0:
             return
-        # Restart dead codes on random latent vectors of this batch (at coarse and fine scales).
-        pool = [f.permute(0, 2, 3, 1).reshape(-1, self.dim)]
-        for size in self.scales[: len(self.scales) // 2]:
-            pool.append(self._down(f, size).permute(0, 2, 3, 1).reshape(-1, self.dim))
-        pool = torch.cat(pool)
-        pick = torch.randint(0, pool.shape[0], (n_dead,), device=f.device)
-        self.codebook.data[dead] = pool[pick] + 0.01 * torch.randn_like(pool[pick])
+        pick = torch.randint(0, pool.shape[0], (n_dead,), device=pool.device)
+        self.codebook.data[dead] = pool[pick] + 0.01 * pool.std() * torch.randn_like(pool[pick])
         self.usage[dead] = 1.0 / self.codebook_size
 
     @torch.no_grad()
