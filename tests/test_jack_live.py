@@ -648,3 +648,31 @@ def test_osc_fuzz_and_midi_garbage_neither_crash_nor_stop_the_audio(player, prob
     time.sleep(0.4)
     assert fundamental(probe.recording(onset + 4800, onset + 14400), RATE) == pytest.approx(440.0, rel=0.005)
     player.osc.send("/mars/panic")
+
+
+def run_play(env: dict, *args: str) -> subprocess.CompletedProcess:
+    env = {**env, "MARS_SYNTH_NOTE_SOURCE": SOURCE_SPEC,
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "tests"), str(ROOT)])}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "engine.bindings.cli", "play", "--no-osc", "--no-midi", *args],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def test_a_rate_the_device_does_not_run_at_is_one_clear_error(jack_server):
+    result = run_play(jack_server.env(), "--sample-rate", "44100", "--duration", "1")
+    lines = [line for line in result.stderr.splitlines() if line.startswith("mars-synth")]
+    assert result.returncode == 1
+    assert lines == ["mars-synth play: error: output device 'system' cannot run at 44100 Hz (it runs at 48000 Hz); "
+                     "use --sample-rate 48000"]  # fmt: skip
+
+
+def test_no_output_device_is_one_clear_error():
+    result = run_play({**os.environ, "JACK_DEFAULT_SERVER": "mars-test-no-such-server"}, "--duration", "1")
+    assert result.returncode == 1
+    assert "mars-synth play: error: no audio output device" in result.stderr
+
+
+def test_play_runs_for_its_duration_and_says_what_it_did(jack_server):
+    result = run_play(jack_server.env(), "--duration", "1.5", "--preset", "flute")
+    assert result.returncode == 0, result.stderr
+    summary = [line for line in result.stderr.splitlines() if line.startswith("mars-synth play: played")]
+    assert len(summary) == 1 and "0 notes" in summary[0]

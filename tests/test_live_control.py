@@ -287,3 +287,17 @@ def test_midi_garbage_bytes_are_dropped_and_channel_messages_pass():
     port.feed([0xF8, 0xFE, 0x80, 60, 0])
     assert received[-2:] == [on(60), mido.Message("note_off", note=60, velocity=0)]
     assert all(hasattr(m, "channel") for m in received)
+
+
+def test_a_preset_change_drops_the_old_range_and_generates_the_new_one_ahead():
+    rig = Rig()
+    cancelled = []
+    rig.control.cancel_background = lambda: cancelled.append(True)
+    flute = find_preset("flute")
+    rig.requests.clear()
+    rig.control.set_preset(flute)
+    assert cancelled == [True]
+    wanted = {key.pitch for priority, key in rig.requests if priority == 3 and key.identity == flute.identity()}
+    assert wanted == set(range(21, 109))
+    rig.control.midi(on(60))  # nothing ready at all yet: the key waits for the first note
+    assert rig.control.stats.fallback == 0 and rig.play(0.05).max() == 0.0

@@ -86,17 +86,20 @@ class LiveControl:
         request: ``(preset, key, priority, rank)`` -> None, the generation worker's request.
         pitch_range: ``(lo, hi)`` MIDI pitches generated ahead on preset load.
         output_latency: seconds from the callback's block start to the DAC (for timetags).
+        cancel_background: drops the worker's queued background requests (on a preset change).
     """
 
     def __init__(self, renderer: BlockRenderer, program_map: ProgramMap,
                  request: Callable[[Preset, NoteKey, int, int], None],
-                 pitch_range: tuple[int, int] = (21, 108), output_latency: float = 0.0) -> None:  # fmt: skip
+                 pitch_range: tuple[int, int] = (21, 108), output_latency: float = 0.0,
+                 cancel_background: Callable[[], None] | None = None) -> None:  # fmt: skip
         self.renderer = renderer
         self.sample_rate = renderer.synth.sample_rate
         self.program_map = program_map
         self.request = request
         self.pitch_range = pitch_range
         self.output_latency = output_latency
+        self.cancel_background = cancel_background
         self.stats = ControlStats()
         self.fixed: Preset | None = program_map.fixed
         self.patch_override: dict[str, float] = {}
@@ -187,6 +190,9 @@ class LiveControl:
 
     def set_preset(self, preset: Preset | None) -> None:
         """Play ``preset`` on every channel (``None``: back to the program map) and generate its range ahead."""
+        if preset is not self.fixed and self.cancel_background is not None:
+            self.cancel_background()  # the old preset's range is not needed now
+            self._precomputed.clear()  # (what it did make stays ready; the rest is queued again if it returns)
         self.fixed = preset
         if preset is not None:
             self._precompute(preset)

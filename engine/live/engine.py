@@ -187,7 +187,8 @@ class LiveEngine:
                                        settings.background_batch, warmup=self._first_preset())  # fmt: skip
         pitch_range = self.maker.pitch_range
         request = self.worker.request if settings.precompute else self._request_played_only
-        self.control = LiveControl(self.renderer, self.program_map, request, pitch_range)
+        self.control = LiveControl(self.renderer, self.program_map, request, pitch_range,
+                                   cancel_background=self.worker.cancel_background)  # fmt: skip
         self.control_thread = ControlThread(self.control)
         # MIDI ports before the stream (see the module notes).
         if settings.midi_in or settings.virtual_midi:
