@@ -355,3 +355,21 @@ def load_checkpoint(path: str | os.PathLike, expect_hash: str | None = None) -> 
             f"this config {expect_hash}); use a new run directory or the original config"
         )
     return state
+
+
+def restore_run(run_dir: str | os.PathLike, section: str, config_cls, build) -> tuple[dict[str, Any], Any, torch.nn.Module]:
+    """A run's last checkpoint as a model, for export.
+
+    Args:
+        run_dir: the run directory (holding ``last.pt``).
+        section: the config section describing the model (``tokenizer``, ``codec`` ...).
+        config_cls: that section's dataclass (with ``from_dict``).
+        build: ``config -> freshly built model``.
+    Returns:
+        ``(checkpoint state, section config, model with the checkpoint's weights)``.
+    """
+    state = load_checkpoint(Path(run_dir) / "last.pt")
+    cfg = config_cls.from_dict(state["config"].get(section))
+    model = build(cfg)
+    model.load_state_dict(state["model"])
+    return state, cfg, model

@@ -21,7 +21,7 @@ from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build
 from mars_model.errors import MarsError
 from mars_model.tokenizer.model import Tokenizer
 from mars_model.tokenizer.train import load_split, load_tokenizer
-from mars_model.training import TrainConfig, load_checkpoint, train
+from mars_model.training import TrainConfig, load_checkpoint, restore_run, train
 from mars_model.weights_io import file_hash, save_weights
 
 KIND = "autoregressor"
@@ -115,14 +115,12 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
 
 def export_autoregressor(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the run's latest weights as a shipped autoregressor file; returns its metadata."""
-    state = load_checkpoint(Path(run_dir) / "last.pt")
-    config = state["config"]
-    ar_cfg = ARConfig.from_dict(config.get("autoregressor"))
+    config = load_checkpoint(Path(run_dir) / "last.pt")["config"]
     tok_path = _tokenizer_path(config)
-    tokenizer = load_tokenizer(tok_path)
-    q = tokenizer.quantizer
-    model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size)
-    model.load_state_dict(state["model"])
+    q = load_tokenizer(tok_path).quantizer
+    state, ar_cfg, model = restore_run(
+        run_dir, "autoregressor", ARConfig, lambda cfg: build_autoregressor(cfg, q.scales, q.dim, q.codebook_size)
+    )
     data = config.get("data", {})
     from mars_model.data.noteset import NoteSet
 

@@ -14,7 +14,7 @@ from mars_model.codec.data import CodecDataConfig, CropSet
 from mars_model.codec.losses import CodecLoss
 from mars_model.codec.model import CodecModel, build_codec
 from mars_model.errors import MarsError
-from mars_model.training import TrainConfig, load_checkpoint, train
+from mars_model.training import TrainConfig, restore_run, train
 from mars_model.weights_io import load_weights, save_weights, shipped_path
 
 KIND = "codec"
@@ -55,11 +55,8 @@ def train_codec(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = Fa
 
 def export_codec(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the run's latest weights as a shipped codec file; returns its metadata."""
-    state = load_checkpoint(Path(run_dir) / "last.pt")
+    state, codec_cfg, model = restore_run(run_dir, "codec", CodecConfig, build_codec)
     config = state["config"]
-    codec_cfg = CodecConfig.from_dict(config.get("codec"))
-    model = build_codec(codec_cfg)
-    model.load_state_dict(state["model"])
     meta = {"steps": int(state["step"]), "data": config.get("data", {}), "loss": config.get("loss", {}),
             "train": config.get("train", {}), "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
     # fp16 like every shipped file; encoder and decoder both read these same rounded codebooks

@@ -15,7 +15,7 @@ from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
 from mars_model.spectral import SpectralFrontEnd
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
-from mars_model.training import TrainConfig, dataclass_from_dict, load_checkpoint, train
+from mars_model.training import TrainConfig, dataclass_from_dict, restore_run, train
 from mars_model.weights_io import load_weights, save_weights
 
 KIND = "tokenizer"
@@ -72,12 +72,9 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
 
 def export_tokenizer(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     """Write the run's latest weights as a shipped tokenizer file; returns its metadata."""
-    state = load_checkpoint(Path(run_dir) / "last.pt")
-    config = state["config"]
-    tok_cfg = TokenizerConfig.from_dict(config.get("tokenizer"))
-    model = build_tokenizer(tok_cfg)
-    model.load_state_dict(state["model"])
-    meta = {"steps": int(state["step"]), "data": config.get("data", {}), "exported": time.strftime("%Y-%m-%d")}
+    state, tok_cfg, model = restore_run(run_dir, "tokenizer", TokenizerConfig, build_tokenizer)
+    meta = {"steps": int(state["step"]), "data": state["config"].get("data", {}),
+            "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
     save_weights(out, KIND, {"tokenizer": tok_cfg.to_dict()}, model, meta)
     return meta
 
