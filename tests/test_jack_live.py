@@ -229,10 +229,10 @@ class EnginePlayer:
     def output(self) -> str:
         return self.log.read_text() if self.log.exists() else ""
 
-    def stop(self) -> int:
-        """SIGTERM (as Ctrl-C would) and wait; returns the exit status."""
+    def stop(self, how: int = signal.SIGTERM) -> int:
+        """Send ``how`` (SIGTERM, or SIGINT as Ctrl-C does) and wait; returns the exit status."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+            self.process.send_signal(how)
             try:
                 self.process.wait(60)
             except subprocess.TimeoutExpired:
@@ -676,3 +676,22 @@ def test_play_runs_for_its_duration_and_says_what_it_did(jack_server):
     assert result.returncode == 0, result.stderr
     summary = [line for line in result.stderr.splitlines() if line.startswith("mars-synth play: played")]
     assert len(summary) == 1 and "0 notes" in summary[0]
+
+
+def test_ctrl_c_closes_everything_and_keeps_the_generated_notes(jack_server, tmp_path):
+    import jack
+
+    engine = EnginePlayer(jack_server, tmp_path, "--preset", "flute", "--virtual-midi", "ctrl-c-test")
+    engine.wait_ready()
+    engine.osc.send("/mars/note", 61, 33)  # a bucket not generated ahead: the worker makes it now
+    time.sleep(1.0)
+    assert engine.stop(signal.SIGINT) == 0, engine.output()
+    assert "mars-synth play: played" in engine.output()
+    watcher = jack.Client("watcher", servername=jack_server.name, no_start_server=True)
+    try:
+        names = [port.name for port in watcher.get_ports()]
+    finally:
+        watcher.close()
+    assert not [n for n in names if "ctrl-c-test" in n], names  # the MIDI port is gone
+    notes = list((tmp_path / "xdg" / "mars-synth").rglob("*.48000.note"))
+    assert len(notes) >= 88  # the flute's range and the played note, on disk for the next run

@@ -318,10 +318,11 @@ class LiveEngine:
         model = f"{g.seconds_per_note * 1000:.0f} ms/note" if g.generated else "idle"
         if not self.worker.ready.is_set():
             model = "warming up"
+        errors = f" | model errors {g.errors}: {g.last_error[:80]}" if g.errors else ""
         return (f"voices {synth.active_voices:3d}/{synth.polyphony} | notes {c.notes} "
                 f"({100 * c.hit_rate:.0f}% cached, {c.fallback} nearest, {c.late} late) | "
                 f"generated {g.generated}, queued {g.queued} | model {model} | "
-                f"underflows {self.renderer.underflows} | callback {100 * median:.0f}% of block")  # fmt: skip
+                f"underflows {self.renderer.underflows} | callback {100 * median:.0f}% of block{errors}")  # fmt: skip
 
     def summary(self) -> str:
         """The last line printed on exit."""
@@ -331,7 +332,8 @@ class LiveEngine:
         return (f"played {seconds:.1f} s, {c.notes} notes ({c.exact} cached, {c.fallback} from the nearest "
                 f"pitch, {c.late} late), {g.generated} generated, {g.disk_hits} from disk, "
                 f"{self.renderer.underflows} underflows, callback {100 * median:.0f}% of a block "
-                f"(p99 {100 * p99:.0f}%), peak {self.synth.peak_voices} voices")  # fmt: skip
+                f"(p99 {100 * p99:.0f}%), peak {self.synth.peak_voices} voices"
+                + (f"; {g.errors} generation errors, the last: {g.last_error}" if g.errors else ""))  # fmt: skip
 
 
 def _program_change(channel: int, program: int):
