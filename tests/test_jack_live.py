@@ -41,7 +41,7 @@ _names = itertools.count()
 class JackServer:
     """A private ``jackd -d dummy`` server (its own name, so it never meets another test's).
 
-    It runs verbose into a log, because that log names the client behind every xrun
+    Its output goes to a log, because jackd names the client behind every xrun there
     ("client = NAME was not finished"): PortAudio flags *any* xrun of the server as an
     underflow of every stream, so the log is how a test tells the engine's late cycles
     from another client's, or from the machine's.
@@ -59,7 +59,7 @@ class JackServer:
         import jack
 
         with open(self.log, "w") as log:
-            self.process = subprocess.Popen(["jackd", "-v", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
+            self.process = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
                                              "-p", str(self.period)], stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
         deadline = time.monotonic() + 15
         time.sleep(0.5)  # jackd needs about this long; asking earlier only prints libjack's complaints
