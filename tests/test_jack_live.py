@@ -712,3 +712,14 @@ def test_the_real_note_generator_runs_in_the_worker_process(jack_server, tmp_pat
     finally:
         assert engine.stop() == 0, engine.output()
     assert "generation errors" not in engine.output()
+
+
+def test_devices_lists_the_jack_output_and_midi_ports(jack_server, probe):
+    env = {**jack_server.env(), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "engine.bindings.cli", "devices"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "audio outputs:" and lines[1].startswith("*   0  system  (JACK Audio Connection Kit")
+    assert "MIDI inputs (jack):" in lines
+    assert "  mars-probe:midi_out" in lines  # a port play --midi-in could open

@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -193,6 +194,7 @@ def main() -> None:
         server.reference.stop()
         server.stop()
         server.log.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     print(json.dumps(results, indent=2))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
