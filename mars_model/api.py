@@ -75,12 +75,13 @@ class NoteRequest:
             raise MarsError(f"pitch must be a MIDI note 0..127, got {self.pitch}")
 
     def instrument_weights(self) -> dict[int, float]:
-        """The instrument as ``{program: weight}`` with weights summing to 1."""
+        """The instrument as ``{program: weight}``: weights summing to 1, zero weights dropped."""
         if isinstance(self.instrument, Mapping):
             total = float(sum(self.instrument.values()))
             if total <= 0 or any(w < 0 for w in self.instrument.values()):
                 raise MarsError(f"morph weights must be >= 0 and not all 0, got {dict(self.instrument)}")
-            return {int(k): float(w) / total for k, w in self.instrument.items()}
+            # Zero weights contribute nothing, so they are not part of the note's identity.
+            return {int(k): float(w) / total for k, w in self.instrument.items() if w > 0}
         return {int(self.instrument): 1.0}
 
     def cache_key(self) -> str:

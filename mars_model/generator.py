@@ -7,14 +7,19 @@ Pipeline per batch of :class:`~mars_model.api.NoteRequest`::
       -> tokenizer decoder -> inverse CMX -> log-spectrogram [B, 1, 512, 256]
       -> magnitude -> vocoder (Griffin-Lim) -> waveform [B, 64000] at 16 kHz
 
-"Cached coarse scales": the first ``coarse_scales`` scales of a condition (its tokens,
-running latent and KV cache) are computed once per (condition, seed) and reused, so a
-repeated note only refines the fine scales. Sampling draws use one generator per
-request, so a note's audio depends on its own seed, never on what it was batched with.
+"Cached coarse scales": the first ``coarse_scales`` scales are drawn from a random
+generator seeded by the condition alone (instrument mix, pitch, velocity bucket,
+sampling settings), the fine scales from the request's own seed. So every note of a
+condition shares its coarse structure, and the coarse tokens, running latent and KV
+cache are computed once per condition and reused: a new note (a new seed) only refines
+the fine scales. Draws use generators per request, so a note's audio depends on its own
+condition and seed, never on what it was batched with, and is the same with the cache on
+or off.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -185,25 +190,40 @@ class NoteGenerator:
         uncond = None
         if bool((guidance > 0).any()):
             uncond = ar.condition.null.expand_as(cond)
-        generators = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+        keys = [self.condition_key(r) for r in requests]
+        coarse_gens = [torch.Generator().manual_seed(self._condition_seed(key)) for key in keys]
+        fine_gens = [torch.Generator().manual_seed(int(r.seed)) for r in requests]
+
+        def generators(k: int) -> list[torch.Generator]:
+            return coarse_gens if k < self.coarse_scales else fine_gens
 
         if not use_kv_cache:
-            return self._generate_without_cache(requests, cond, uncond, guidance, generators, weights, pitch, velocity)
+            return self._generate_without_cache(requests, cond, uncond, guidance, generators, pitch)
 
         n_coarse = self.coarse_scales if use_coarse_cache else 0
-        keys = [f"{r.cache_key()}" for r in requests]
-        start, indices, f_hat, caches = self._coarse_start(keys, n_coarse, cond, uncond, guidance, requests, generators)
+        start, indices, f_hat, caches = self._coarse_start(keys, n_coarse, uncond)
         for k in range(start, len(q.scales)):
             scale_input = None if k == 0 else q.next_input(f_hat, k - 1)
             logits = self._guided_logits(cond, uncond, k, scale_input, caches, guidance)
-            idx = self._sample(logits, requests, generators).reshape(-1, *q.scales[k])
+            idx = self._sample(logits, requests, generators(k)).reshape(-1, *q.scales[k])
             indices.append(idx)
             f_hat = q.add_scale(f_hat, k, idx)
             if n_coarse and k + 1 == n_coarse:
                 self._store_coarse(keys, indices, f_hat, caches, uncond is not None)
         return self.tokenizer.decode_latent(f_hat, pitch)
 
-    def _coarse_start(self, keys, n_coarse, cond, uncond, guidance, requests, generators):
+    @staticmethod
+    def condition_key(request: NoteRequest) -> str:
+        """What the coarse scales depend on: the request without its seed (velocity as its bucket)."""
+        key = request.cache_key()
+        key = key.replace(f";v={request.velocity};", f";vb={velocity_bucket(request.velocity)};")
+        return key.replace(f";s={request.seed};", ";")
+
+    @staticmethod
+    def _condition_seed(key: str) -> int:
+        return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
+
+    def _coarse_start(self, keys, n_coarse, uncond):
         """Resume from cached coarse scales when every request of the batch has them."""
         caches = [{} for _ in self.autoregressor.blocks]
         if not n_coarse or not all(k in self._coarse for k in keys):
@@ -220,10 +240,6 @@ class NoteGenerator:
                 if uncond is not None:  # stored as [cond rows; uncond rows] per entry
                     parts = [p[: len(p) // 2] for p in parts] + [p[len(p) // 2 :] for p in parts]
                 cache[name] = torch.cat(parts)
-        # Advance each request's generator past the draws the coarse scales consumed.
-        for gen in generators:
-            for h, w in self.quantizer.scales[:n_coarse]:
-                torch.rand((h * w, self.quantizer.codebook_size), generator=gen)
         return n_coarse, indices, f_hat, caches
 
     def _store_coarse(self, keys, indices, f_hat, caches, guided: bool) -> None:
@@ -242,7 +258,7 @@ class NoteGenerator:
         while len(self._coarse) > self._coarse_cache_size:
             self._coarse.popitem(last=False)
 
-    def _generate_without_cache(self, requests, cond, uncond, guidance, generators, weights, pitch, velocity):
+    def _generate_without_cache(self, requests, cond, uncond, guidance, generators, pitch):
         """Reference path: recompute the whole prefix at every scale (no KV cache)."""
         ar, q = self.autoregressor, self.quantizer
         indices: list[torch.Tensor] = []
@@ -257,7 +273,7 @@ class NoteGenerator:
                 xu = ar.embed_inputs(uncond, inputs, 0)
                 lu = self._full_prefix_logits(xu, uncond, hi)[:, lo:hi]
                 logits = logits + guidance[:, None, None] * (logits - lu)
-            idx = self._sample(logits, requests, generators).reshape(-1, *q.scales[k])
+            idx = self._sample(logits, requests, generators(k)).reshape(-1, *q.scales[k])
             indices.append(idx)
             f_hat = q.add_scale(f_hat, k, idx)
         return self.tokenizer.decode_latent(f_hat, pitch)

@@ -119,6 +119,19 @@ def test_coarse_scale_cache_reuses_and_matches():
     assert torch.allclose(first, uncached, atol=1e-6)
 
 
+def test_a_new_seed_reuses_the_conditions_coarse_scales():
+    gen = make_generator(coarse_scales=2)
+    _randomise_condition(gen.autoregressor)
+    first = gen.generate_spectrograms([NoteRequest(2, 62, 90, seed=1)])
+    other = gen.generate_spectrograms([NoteRequest(2, 62, 90, seed=2)])  # same condition, new seed
+    assert gen.coarse_hits == 1, "the second note only refined the fine scales"
+    assert not torch.allclose(first, other), "the fine scales follow the new seed"
+    assert torch.allclose(other, gen.generate_spectrograms([NoteRequest(2, 62, 90, seed=2)], use_coarse_cache=False),
+                          atol=1e-6), "cache on or off: the same note"  # fmt: skip
+    gen.generate_spectrograms([NoteRequest(2, 62, 30, seed=1)])  # another velocity bucket: a new condition
+    assert gen.coarse_hits == 1
+
+
 def test_morph_weights_one_zero_equal_the_first_instrument():
     gen = make_generator()
     _randomise_condition(gen.autoregressor)
