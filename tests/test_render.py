@@ -289,17 +289,25 @@ def test_cli_unknown_preset_and_empty_score(cli_env, capsys):
     assert "has no notes" in one_error_line(capsys)
 
 
-def test_cli_without_a_trained_model_says_so(monkeypatch, tmp_path, capsys):
+def test_cli_renders_with_the_shipped_model_or_says_it_is_missing(monkeypatch, tmp_path, capsys):
     weights = Path(__file__).resolve().parents[1] / "mars_model" / "weights"
-    if (weights / "autoregressor.pt").is_file():
-        pytest.skip("a trained model is installed: rendering with it is the model's own (slow) check")
     monkeypatch.delenv("MARS_SYNTH_NOTE_SOURCE", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    path = write_midi(tmp_path / "ok.mid", note(0, 480, 60))
-    assert main(["render", str(path), "-o", str(tmp_path / "x.wav")]) == 1
-    err = one_error_line(capsys)
-    assert "no trained model is installed yet" in err or "is missing" in err
-    assert not (tmp_path / "x.wav").exists()
+    path = write_midi(tmp_path / "ok.mid", note(0, 480, 60) + note(480, 960, 67))
+    out = tmp_path / "x.wav"
+    if not (weights / "autoregressor.pt").is_file():
+        assert main(["render", str(path), "-o", str(out)]) == 1
+        err = one_error_line(capsys)
+        assert "no trained model is installed yet" in err or "is missing" in err
+        assert not out.exists()
+        return
+    # The shipped model: two real notes end to end (model, vocoder, engine, file).
+    assert main(["render", str(path), "-o", str(out), "--sample-rate", "16000", "--quiet"]) == 0
+    audio, rate = soundfile.read(out)
+    assert rate == 16000 and audio.ndim == 2
+    assert 0.01 < np.abs(audio).max() <= 1.0
+    first, second = audio[: rate // 2].mean(axis=1), audio[rate // 2 + rate // 10 : rate].mean(axis=1)
+    assert np.abs(first).max() > 0.005 and np.abs(second).max() > 0.005
 
 
 def test_settings_are_checked(source, tmp_path):
