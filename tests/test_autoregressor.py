@@ -87,6 +87,22 @@ def test_kv_cache_and_no_cache_paths_agree():
     assert torch.allclose(a, b, atol=1e-5)
 
 
+def test_no_cache_path_on_a_deeper_pyramid():
+    from mars_model.tokenizer import TokenizerConfig, build_tokenizer
+    from tests.tiny_models import TINY_AR, TINY_TOKENIZER
+
+    cfg = TokenizerConfig(**{**TINY_TOKENIZER.__dict__, "scales": ((1, 1), (1, 2), (2, 2), (2, 4), (3, 6), (4, 8))})
+    tok = build_tokenizer(cfg).eval()
+    from mars_model.autoregressor import build_autoregressor
+
+    ar = build_autoregressor(TINY_AR, cfg.scales, cfg.latent_dim, cfg.codebook_size).eval()
+    gen = NoteGenerator(tok, ar, [0, 1], (40, 80), "deep", vocoder_iters=1, coarse_scales=2)
+    _randomise_condition(gen.autoregressor)
+    reqs = [NoteRequest(1, 60, 100, seed=2, sampling=Sampling(guidance=1.0))]
+    assert torch.allclose(gen.generate_spectrograms(reqs, use_kv_cache=False),
+                          gen.generate_spectrograms(reqs, use_kv_cache=True), atol=1e-5)  # fmt: skip
+
+
 def test_fixed_seed_gives_identical_audio_independent_of_batching():
     gen = make_generator()
     _randomise_condition(gen.autoregressor)

@@ -177,9 +177,12 @@ class MultiScaleResidualVQ(nn.Module):
         return self._down(f_hat, self.scales[k + 1])
 
     def teacher_inputs(self, indices: Sequence[torch.Tensor]) -> list[torch.Tensor]:
-        """Inputs for scales 2..K under teacher forcing: ``[B, D, h_k, w_k]`` for k = 1..K-1."""
+        """Inputs of scales 2..n given the token maps of scales 1..n (teacher forcing).
+
+        Returns ``[B, D, h_k, w_k]`` for k = 2..n (n - 1 maps; n = K in training).
+        """
         inputs, f_hat = [], None
-        for k in range(len(self.scales) - 1):
+        for k in range(len(indices) - 1):
             f_hat = self.add_scale(f_hat, k, indices[k])
             inputs.append(self.next_input(f_hat, k))
         return inputs
