@@ -363,15 +363,21 @@ def assert_engine_on_time(server: JackServer, since: int, underflows: int, cycle
     machines (a core shared with several CPU-bound processes, a non-preemptible kernel) even it
     misses cycles - up to 15 a minute at 128 frames when the machine is busiest - and a
     Python client doing nothing (this test's probe) misses more. The engine, whose cycle does
-    real work in Python, may miss three times the reference's count plus one in 3,000 cycles
-    (2.7 ms each: about 7 a minute, 0.03 %). A callback that blocked or ran long would miss
-    thousands. The measured numbers are printed, and reported by tools/bench_latency.py.
+    real work in Python, may miss three times the reference's count - or as many as this
+    test's own probe, a Python JACK client that does nothing, when that is more (then the
+    misses come from the Python runtime and the kernel, not from the engine's work) - plus one
+    in 3,000 cycles (2.7 ms each: about 7 a minute, 0.03 %). A callback that blocked or ran
+    long would miss thousands. The measured numbers are printed, and reported by
+    tools/bench_latency.py.
     """
     late = server.late_clients(since)
     print(f"late JACK clients in {cycles} cycles: {late}; underflows flagged to the engine: {underflows}")
     engine, reference = late.get("PortAudio", 0), late.get(ReferenceClient.NAME, 0)
-    assert engine <= 3 * reference + cycles // 3000, (f"engine late {engine} times, reference C client {reference}; "
-                                     f"all late clients {late}; underflows the engine saw {underflows}")  # fmt: skip
+    idle_python = max((n for name, n in late.items() if "probe" in name), default=0)
+    allowed = max(3 * reference, idle_python) + cycles // 3000
+    assert engine <= allowed, (f"engine late {engine} times, reference C client {reference}, idle Python "
+                               f"probe {idle_python}; all late clients {late}; underflows the engine saw "
+                               f"{underflows}")  # fmt: skip
 
 
 def fundamental(audio: np.ndarray, rate: int) -> float:
@@ -426,17 +432,24 @@ print(n)
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture(scope="module")
-def jack_server():
+def running_jack_server():
+    """A dummy JACK server (128-frame periods) with its C reference client, stopped afterwards."""
     if shutil.which("jackd") is None:
         pytest.skip("needs jackd (Debian jackd2, installed by .ci/run)")
     pytest.importorskip("jack")
     server = JackServer(period=128).start()
     server.reference = ReferenceClient(server)
-    yield server
-    server.reference.stop()
-    server.stop()
-    server.log.unlink(missing_ok=True)
+    try:
+        yield server
+    finally:
+        server.reference.stop()
+        server.stop()
+        server.log.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def jack_server():
+    yield from running_jack_server()
 
 
 @pytest.fixture(scope="module")
@@ -580,7 +593,12 @@ def test_osc_errors_queries_and_a_far_future_bundle_are_answered(player):
     assert "drawbar_organ" in osc.query("presets")
     assert osc.query("preset") == ["drawbar_organ"]
     osc.send("/mars/param/transpose", 12)
-    assert osc.query("params")[osc.query("params").index("transpose") + 1] == 12.0
+    # The control thread applies parameters; the OSC thread answers queries at once: wait for it.
+    deadline, params = time.monotonic() + 2.0, osc.query("params")
+    while params[params.index("transpose") + 1] != 12.0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+        params = osc.query("params")
+    assert params[params.index("transpose") + 1] == 12.0
     osc.send("/mars/param/transpose", 0.0)
     assert "/mars/note" in osc.query("namespace")
 

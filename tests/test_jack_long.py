@@ -8,7 +8,6 @@ harness (server, engine process, probe client, reference client) is test_jack_li
 
 from __future__ import annotations
 
-import shutil
 import time
 
 import numpy as np
@@ -17,9 +16,8 @@ from test_jack_live import (
     RATE,
     EnginePlayer,
     JackProbe,
-    JackServer,
-    ReferenceClient,
     assert_engine_on_time,
+    running_jack_server,
 )
 
 pytestmark = pytest.mark.integration
@@ -28,15 +26,7 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def own_jack_server():
     """A JACK server for one test: nothing else in its graph (no other engine, no other probe)."""
-    if shutil.which("jackd") is None:
-        pytest.skip("needs jackd (Debian jackd2, installed by .ci/run)")
-    pytest.importorskip("jack")
-    server = JackServer(period=128).start()
-    server.reference = ReferenceClient(server)
-    yield server
-    server.reference.stop()
-    server.stop()
-    server.log.unlink(missing_ok=True)
+    yield from running_jack_server()
 
 
 
