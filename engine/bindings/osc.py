@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -113,6 +114,10 @@ def morph_preset(a: Preset, b: Preset, t: float) -> Preset:
                   description=f"{1 - t:.2f} {a.name} + {t:.2f} {b.name}")  # fmt: skip
 
 
+#: UDP receive buffer asked of the kernel, so bursts are queued rather than dropped.
+RECEIVE_BUFFER_BYTES = 4 << 20
+
+
 class OscServer:
     """The OSC front end: datagrams in, :class:`LiveEvent` out, queries and errors answered.
 
@@ -153,6 +158,13 @@ class OscServer:
         except OSError as err:
             raise MarsError(f"cannot listen for OSC on {host}:{port} ({err.strerror or err}); "
                             "choose another --osc-port") from None  # fmt: skip
+        # A DAW can send thousands of messages at once; the kernel's default UDP receive buffer
+        # (about 208 KiB) overflows and drops them before this thread reads them. Ask for
+        # more (the kernel caps it at net.core.rmem_max).
+        try:
+            self._server.socket.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER_BYTES)
+        except OSError:
+            pass  # keep the default buffer: bursts may then drop, as UDP does
         self.address = self._server.server_address
         self._thread = threading.Thread(target=self._serve, name="mars-osc", daemon=True)
         self._handlers: dict[str, Callable[[tuple], LiveEvent | None]] = {
