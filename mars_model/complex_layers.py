@@ -226,6 +226,32 @@ class Cardioid(nn.Module):
         return _restore((pair * scale.unsqueeze(1)).flatten(1, 2), was_complex)
 
 
+def axial_attend(x: torch.Tensor, axis: str, window: int, attend) -> torch.Tensor:
+    """Run ``attend`` along one axis of ``x`` ``[B, C, F, T]``; returns the same shape (no residual).
+
+    ``axis="freq"``: one sequence per frame over frequency. ``axis="time"``: sequences of
+    ``window`` frames (0 = all), the last window zero-padded and its padding masked.
+    ``attend`` maps ``[N, C, L]`` (and an optional ``[N, 1, 1, L]`` key mask) to ``[N, C, L]``.
+    Shared by the complex and the real-valued axial attention.
+    """
+    b, c, f, t = x.shape
+    if axis == "freq":
+        seq = x.permute(0, 3, 1, 2).reshape(b * t, c, f)
+        return attend(seq).reshape(b, t, c, f).permute(0, 2, 3, 1)
+    w = window or t
+    pad = (-t) % w
+    if pad:
+        x = F.pad(x, (0, pad))
+    nw = (t + pad) // w
+    seq = x.reshape(b, c, f, nw, w).permute(0, 2, 3, 1, 4).reshape(b * f * nw, c, w)
+    mask = None
+    if pad:  # padded frames are never attended to
+        valid = torch.arange(nw * w, device=x.device).reshape(nw, w) < t
+        mask = valid.view(1, 1, nw, 1, 1, w).expand(b, f, nw, 1, 1, w).reshape(b * f * nw, 1, 1, w)
+    y = attend(seq, mask).reshape(b, f, nw, c, w).permute(0, 3, 1, 2, 4).reshape(b, c, f, nw * w)
+    return y[..., :t]
+
+
 class ComplexAxialAttention(nn.Module):
     """Multi-head complex self-attention along one axis (frequency or time) of ``[B, C, F, T]``.
 
@@ -282,29 +308,4 @@ class ComplexAxialAttention(nn.Module):
         return _restore(out, was_complex)
 
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, f, t = x.shape  # c = 2C stacked channels
-        if self.axis == "freq":
-            seq = x.permute(0, 3, 1, 2).reshape(b * t, c, f)
-            return self.attend(seq).reshape(b, t, c, f).permute(0, 2, 3, 1)
-        else:
-            w = self.window or t
-            pad = (-t) % w
-            if pad:
-                x = F.pad(x, (0, pad))
-            nw = (t + pad) // w
-            seq = x.reshape(b, c, f, nw, w).permute(0, 2, 3, 1, 4).reshape(b * f * nw, c, w)
-            mask = None
-            if pad:  # padded frames are never attended to
-                valid = torch.arange(nw * w, device=x.device).reshape(nw, w) < t
-                mask = (
-                    valid.view(1, 1, nw, 1, 1, w)
-                    .expand(b, f, nw, 1, 1, w)
-                    .reshape(b * f * nw, 1, 1, w)
-                )
-            y = (
-                self.attend(seq, mask)
-                .reshape(b, f, nw, c, w)
-                .permute(0, 3, 1, 2, 4)
-                .reshape(b, c, f, nw * w)
-            )
-            return y[..., :t]
+        return axial_attend(x, self.axis, self.window, self.attend)  # x: [B, 2C stacked, F, T]

@@ -22,6 +22,7 @@ from mars_model.complex_layers import (
     ComplexConvTranspose,
     ComplexGroupNorm,
     ModReLU,
+    axial_attend,
 )
 
 
@@ -47,30 +48,7 @@ class RealAxialAttention(nn.Module):
         return self.out(mixed.transpose(2, 3).reshape(n, c, length))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, c, f, t = x.shape
-        y = self.norm(x)
-        if self.axis == "freq":
-            seq = y.permute(0, 3, 1, 2).reshape(b * t, c, f)
-            return x + self.attend(seq).reshape(b, t, c, f).permute(0, 2, 3, 1)
-        w = self.window or t
-        pad = (-t) % w
-        if pad:
-            y = F.pad(y, (0, pad))
-        nw = (t + pad) // w
-        seq = y.reshape(b, c, f, nw, w).permute(0, 2, 3, 1, 4).reshape(b * f * nw, c, w)
-        mask = None
-        if pad:
-            valid = torch.arange(nw * w, device=x.device).reshape(nw, w) < t
-            mask = (
-                valid.view(1, 1, nw, 1, 1, w).expand(b, f, nw, 1, 1, w).reshape(b * f * nw, 1, 1, w)
-            )
-        out = (
-            self.attend(seq, mask)
-            .reshape(b, f, nw, c, w)
-            .permute(0, 3, 1, 2, 4)
-            .reshape(b, c, f, nw * w)
-        )
-        return x + out[..., :t]
+        return x + axial_attend(self.norm(x), self.axis, self.window, self.attend)
 
 
 class LayerKit:
