@@ -364,6 +364,34 @@ class SpectralFrontEnd:
         return wave[0] if squeeze else wave
 
 
+def log_frequency_filterbank(
+    sample_rate: int, n_fft: int, n_bins: int, midi_low: float, bands_per_semitone: float, n_bands: int
+) -> torch.Tensor:
+    """Triangular log-frequency filterbank over linear STFT bins, ``[n_bands, n_bins]`` float32.
+
+    Band ``i`` is centred on MIDI ``midi_low + i / bands_per_semitone``; each triangle
+    reaches the neighbouring centres, widened to at least one STFT bin so low bands
+    (narrower than a bin) interpolate instead of going empty. Rows sum to 1, so a band of a
+    log spectrogram is a weighted mean of log-magnitudes. Used by the evaluation classifier
+    (its input) and by the tokenizer's log-frequency loss (harmonics of low notes are a few
+    linear bins but many log-frequency bands).
+    """
+    bin_hz = sample_rate / n_fft
+    freqs = torch.arange(n_bins, dtype=torch.float64) * bin_hz
+    step = 1.0 / bands_per_semitone
+    midi = midi_low + torch.arange(-1, n_bands + 1, dtype=torch.float64) * step
+    edges = 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
+    centre, lower, upper = edges[1:-1, None], edges[:-2, None], edges[2:, None]
+    left = (centre - lower).clamp_min(bin_hz)
+    right = (upper - centre).clamp_min(bin_hz)
+    rise = (freqs[None] - (centre - left)) / left
+    fall = ((centre + right) - freqs[None]) / right
+    weights = torch.minimum(rise, fall).clamp_min(0.0)
+    if (weights.sum(dim=1) == 0).any():
+        raise ValueError("a log-frequency band covers no STFT bin; lower n_bands or midi_low")
+    return (weights / weights.sum(dim=1, keepdim=True)).float()
+
+
 def spectral_convergence(target_mag: torch.Tensor, estimate_mag: torch.Tensor) -> torch.Tensor:
     """``||S - S_hat||_F / ||S||_F`` per item. Inputs ``[B, F, T]``; returns ``[B]``."""
     num = (target_mag - estimate_mag).flatten(1).norm(dim=1)

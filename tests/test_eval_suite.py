@@ -36,14 +36,17 @@ def synth_note(pitch: int, family: int, velocity: int, detune: float = 0.0) -> n
     return (0.25 * velocity / 127 * wave * env).astype(np.float32)
 
 
-def write_set(split_dir: Path, notes: list[dict], detune: float = 0.0, noise: float = 0.0) -> None:
-    """Write an NSynth-layout split: examples.json + audio/<note_str>.wav."""
+def write_set(split_dir: Path, notes: list[dict], detune: float | dict = 0.0, noise: float = 0.0) -> None:
+    """Write an NSynth-layout split: examples.json + audio/<note_str>.wav.
+
+    ``detune`` (semitones) is one value for every note or a ``{note_str: semitones}`` map."""
     audio = split_dir / "audio"
     audio.mkdir(parents=True)
     rng = np.random.default_rng(0)
     examples = {}
     for note in notes:
-        wave = synth_note(note["pitch"], note["instrument_family"], note["velocity"], detune)
+        shift = detune.get(note["note_str"], 0.0) if isinstance(detune, dict) else detune
+        wave = synth_note(note["pitch"], note["instrument_family"], note["velocity"], shift)
         wave = wave + noise * rng.normal(size=wave.shape).astype(np.float32)
         soundfile.write(audio / f"{note['note_str']}.wav", wave, RATE, subtype="PCM_16")
         examples[note["note_str"]] = {**note, "sample_rate": RATE}
@@ -109,6 +112,26 @@ def test_detuned_notes_fail_pyin_and_real_notes_pass(sets):
     assert report.reference_scores["pyin_accuracy"] == 1.0
     assert report.candidate_scores["pyin_accuracy"] == 0.0
     assert report.details["pyin"]["notes"] == 8
+
+
+@pytest.mark.slow  # pYIN
+def test_pitched_notes_are_the_ones_whose_real_note_reads_at_its_label(tmp_path):
+    # Three real notes sound an octave below their label (like a 16' organ stop): pYIN on
+    # all notes cannot reach 1 even for a perfect copy, the pitched-notes score can.
+    notes = make_notes()[::10]
+    low = {n["note_str"]: -12.0 for n in notes[:3]}
+    write_set(tmp_path / "real" / "test", notes, detune=low)
+    write_set(tmp_path / "copy" / "test", notes, detune=low)
+    write_set(tmp_path / "sharp" / "test", notes, detune=1.0)
+    evaluator = Evaluator(ndb_bins=2, pyin_notes=None, progress=False)
+    copy = evaluate_dirs(tmp_path / "real", tmp_path / "copy", evaluator=evaluator)
+    assert copy.reference_scores["pyin_accuracy"] == pytest.approx(5 / 8)
+    assert copy.candidate_scores["pyin_accuracy"] == pytest.approx(5 / 8)
+    assert copy.candidate_scores["pyin_accuracy_pitched"] == 1.0
+    assert copy.details["pyin_pitched_notes"] == 5
+    sharp = evaluate_dirs(tmp_path / "real", tmp_path / "sharp", evaluator=evaluator)
+    assert sharp.candidate_scores["pyin_accuracy_pitched"] == 0.0
+    assert "pitched notes" in sharp.to_markdown()
 
 
 def test_in_memory_reconstructions_pair_with_their_real_notes(sets, evaluator):

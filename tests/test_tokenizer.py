@@ -10,10 +10,10 @@ import yaml
 from mars_model.errors import MarsError
 from mars_model.tokenizer import TokenizerConfig, build_tokenizer
 from mars_model.tokenizer.model import harmonic_comb
-from mars_model.tokenizer.train import load_tokenizer, reconstruction_loss
+from mars_model.tokenizer.train import apply_finetune, load_tokenizer, reconstruction_loss
 from mars_model.training import load_checkpoint, train
 from mars_model.weights_io import save_weights
-from tests.tiny_models import TINY_TOKENIZER, tiny_tokenizer
+from tests.tiny_models import TINY_SPECTRAL, TINY_TOKENIZER, tiny_tokenizer
 
 
 def test_default_config_shapes_through_every_scale():
@@ -103,6 +103,46 @@ def test_checkpoint_from_another_config_is_refused(tmp_path):
     other["tokenizer"]["beta"] = 0.5
     with pytest.raises(MarsError, match="different config"):
         train(tiny_tokenizer().train(), reconstruction_loss({}), data, other, tmp_path, quiet=True)
+
+
+def _shipped_tiny(tmp_path, seed=0):
+    path = tmp_path / "base.pt"
+    save_weights(path, "tokenizer", {"tokenizer": TINY_TOKENIZER.to_dict()}, tiny_tokenizer(seed), half=False)
+    return path
+
+
+def test_a_decoder_finetune_keeps_every_token_and_changes_only_the_decoder(tmp_path):
+    data, config = _dataset(), _config(steps=8)
+    config["finetune"] = {"init": str(_shipped_tiny(tmp_path)), "freeze": ["encoder", "quantizer"]}
+    model = tiny_tokenizer(seed=5)  # overwritten by the init weights
+    apply_finetune(model, config["finetune"])
+    specs = torch.stack([d["spec"] for d in data])
+    pitch = torch.stack([d["pitch"] for d in data])
+    tokens_before = model.encode(specs, pitch)
+    state_before = {k: v.clone() for k, v in model.state_dict().items()}
+    records = train(model.train(), reconstruction_loss({"vq": 0.0, "logfreq": 1.0}, TINY_SPECTRAL), data, config,
+                    tmp_path / "run", quiet=True)  # fmt: skip
+    assert all(r["logfreq"] > 0 for r in records)
+    model.eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.encode(specs, pitch), tokens_before))
+    for key, value in model.state_dict().items():
+        changed = not torch.equal(value, state_before[key])
+        if key.startswith(("encoder.", "quantizer.")):
+            assert not changed, key  # weights, codebook and usage statistics alike
+    assert any(not torch.equal(v, state_before[k]) for k, v in model.state_dict().items() if k.startswith("decoder."))
+
+
+def test_finetune_and_loss_sections_are_checked(tmp_path):
+    base = _shipped_tiny(tmp_path)
+    with pytest.raises(MarsError, match="different tokenizer config"):
+        other = TokenizerConfig.from_dict({**TINY_TOKENIZER.to_dict(), "beta": 0.5})
+        apply_finetune(build_tokenizer(other), {"init": str(base)})
+    with pytest.raises(MarsError, match="allowed: encoder, quantizer, decoder"):
+        apply_finetune(tiny_tokenizer(), {"init": str(base), "freeze": ["codebook"]})
+    with pytest.raises(MarsError, match="needs init"):
+        apply_finetune(tiny_tokenizer(), {"freeze": ["encoder"]})
+    with pytest.raises(MarsError, match="unknown term"):
+        reconstruction_loss({"l3": 1.0})
 
 
 def test_shipped_weight_round_trip_and_corrupt_file(tmp_path):

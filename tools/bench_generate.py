@@ -45,11 +45,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--vocoder-iters", type=int, default=None)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the autoregressor's precision (auto: bf16 on CPUs/GPUs with native bf16)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = {"backend": args.backend}
+    options = {"backend": args.backend, "precision": args.precision}
     if args.vocoder_iters is not None:
         options["vocoder_iters"] = args.vocoder_iters
     gen = load_generator(device=args.device, **options)
@@ -86,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         results[f"total b{batch} (kv, coarse-cached)"] = timed(
             lambda reqs=reqs: gen.vocode(gen.generate_spectrograms(reqs)), args.repeats, args.warmup)
 
-    print(f"device {args.device}, backend {gen.backend}, threads {torch.get_num_threads()}, "
+    print(f"device {args.device}, backend {gen.backend}, precision {gen.precision}, threads {torch.get_num_threads()}, "
           f"vocoder iters {gen.vocoder_iters}, median of {args.repeats} after {args.warmup} warm-up")  # fmt: skip
     print("| measurement | median | per note | notes/s |")
     print("| --- | ---: | ---: | ---: |")

@@ -49,6 +49,8 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--pyin-notes", type=int, default=300)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="the autoregressor's precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--out", type=Path, help="directory for eval.md and eval.json")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -101,7 +103,7 @@ def main(argv=None) -> int:
                          report.to_markdown("real", "reconstructed")))  # fmt: skip
 
     if "generator" in what:
-        gen = load_generator(args.tokenizer, args.autoregressor)
+        gen = load_generator(args.tokenizer, args.autoregressor, precision=args.precision)
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.guidance)
         cond = notes.conditions
         requests = [NoteRequest(int(cond["instrument"][r]), int(cond["pitch"][r]), int(cond["velocity"][r]),

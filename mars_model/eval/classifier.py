@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from mars_model.errors import MarsError
+from mars_model.spectral import log_frequency_filterbank
 
 #: NSynth's instrument families, index = label.
 FAMILIES = (
@@ -93,30 +94,10 @@ class ClassifierConfig:
 
 
 def log_frequency_matrix(config: ClassifierConfig) -> torch.Tensor:
-    """Triangular log-frequency filterbank over linear STFT bins.
-
-    Band ``i`` is centred on MIDI ``midi_low + i / bands_per_semitone``; each triangle
-    reaches the neighbouring centres, widened to at least one STFT bin so low bands
-    (narrower than a bin) interpolate instead of going empty. Rows sum to 1, so a band is a
-    weighted mean of log-magnitudes and stays in [-1, 1].
-
-    Returns:
-        ``[n_bands, n_bins]`` float32.
-    """
-    bin_hz = config.sample_rate / config.n_fft
-    freqs = torch.arange(config.n_bins, dtype=torch.float64) * bin_hz
-    step = 1.0 / config.bands_per_semitone
-    midi = config.midi_low + torch.arange(-1, config.n_bands + 1, dtype=torch.float64) * step
-    edges = 440.0 * 2.0 ** ((midi - 69.0) / 12.0)
-    centre, lower, upper = edges[1:-1, None], edges[:-2, None], edges[2:, None]
-    left = (centre - lower).clamp_min(bin_hz)
-    right = (upper - centre).clamp_min(bin_hz)
-    rise = (freqs[None] - (centre - left)) / left
-    fall = ((centre + right) - freqs[None]) / right
-    weights = torch.minimum(rise, fall).clamp_min(0.0)
-    if (weights.sum(dim=1) == 0).any():
-        raise ValueError("a log-frequency band covers no STFT bin; lower n_bands or midi_low")
-    return (weights / weights.sum(dim=1, keepdim=True)).float()
+    """The classifier's ``[n_bands, n_bins]`` log-frequency filterbank (see
+    :func:`mars_model.spectral.log_frequency_filterbank`)."""
+    return log_frequency_filterbank(config.sample_rate, config.n_fft, config.n_bins, config.midi_low,
+                                    config.bands_per_semitone, config.n_bands)  # fmt: skip
 
 
 @dataclass

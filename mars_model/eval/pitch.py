@@ -108,16 +108,17 @@ def pyin_accuracy(
         progress: optional callable receiving 1 per note done.
     Returns:
         ``{"accuracy", "pitch_class_accuracy" (octave errors forgiven), "notes",
-        "unvoiced" (notes with no voiced frame), "median_abs_cents"}``.
+        "unvoiced" (notes with no voiced frame), "median_abs_cents", "correct"}`` where
+        ``correct`` is the ``[n]`` boolean verdict per note.
     """
     pitches = np.asarray(pitches)
     if len(pitches) == 0:
         raise ValueError("pyin_accuracy: no notes")
-    correct, correct_class, unvoiced, cents = 0, 0, 0, []
+    correct, correct_class, unvoiced, cents = np.zeros(len(pitches), bool), 0, 0, []
     for i, pitch in enumerate(pitches):
         wave = waves(i) if callable(waves) else waves[i]
         est = estimate_pitch(wave, int(pitch), sample_rate)
-        correct += est.correct(tolerance_cents)
+        correct[i] = est.correct(tolerance_cents)
         correct_class += est.correct_pitch_class(tolerance_cents)
         if np.isfinite(est.cents_off):
             cents.append(abs(est.cents_off))
@@ -126,9 +127,10 @@ def pyin_accuracy(
         if progress:
             progress(1)
     return {
-        "accuracy": correct / len(pitches),
+        "accuracy": float(correct.mean()),
         "pitch_class_accuracy": correct_class / len(pitches),
         "notes": len(pitches),
         "unvoiced": unvoiced,
         "median_abs_cents": float(np.median(cents)) if cents else float("nan"),
+        "correct": correct,
     }

@@ -160,6 +160,13 @@ class Tokenizer(nn.Module):
                  decoder: nn.Module) -> None:  # fmt: skip
         super().__init__()
         self.config, self.encoder, self.quantizer, self.decoder = config, encoder, quantizer, decoder
+        self.frozen: tuple[str, ...] = ()  # parts a fine-tune keeps fixed (always in eval mode)
+
+    def train(self, mode: bool = True) -> Tokenizer:
+        super().train(mode)
+        for name in self.frozen:  # a frozen quantizer must not restart codes or track usage
+            getattr(self, name).eval()
+        return self
 
     def _comb(self, pitch: torch.Tensor | None, batch: int) -> torch.Tensor | None:
         """The multiplexed harmonic comb ``[B, C_cmx, F', T']`` (None without the prior)."""
@@ -183,7 +190,9 @@ class Tokenizer(nn.Module):
 
     def forward(self, spec: torch.Tensor, pitch: torch.Tensor | None = None):
         """Reconstruct ``spec`` ``[B, 1, F, T]``; returns ``(recon, indices per scale, vq_loss)``."""
-        f_hat, indices, vq_loss = self.quantizer(self.encode_latent(spec, pitch))
+        codes_fixed = {"encoder", "quantizer"} <= set(self.frozen)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not codes_fixed):
+            f_hat, indices, vq_loss = self.quantizer(self.encode_latent(spec, pitch))
         return self.decode_latent(f_hat, pitch), indices, vq_loss
 
     @torch.no_grad()

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
-from mars_model.spectral import SpectralFrontEnd
+from mars_model.spectral import SpectralConfig, SpectralFrontEnd, log_frequency_filterbank
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
 from mars_model.training import TrainConfig, dataclass_from_dict, restore_run, train
 from mars_model.weights_io import load_weights, save_weights
@@ -34,19 +34,80 @@ def load_split(config: Mapping[str, Any], split: str, tok_cfg: TokenizerConfig, 
     return notes
 
 
-def reconstruction_loss(weights: Mapping[str, float]):
-    """``(model, batch, step) -> (loss, metrics)`` for a tokenizer: L1 + L2 on log-spectrograms + VQ."""
-    w_l1, w_l2, w_vq = (float(weights.get(k, d)) for k, d in (("l1", 1.0), ("l2", 1.0), ("vq", 1.0)))
+LOSS_TERMS = {"l1": 1.0, "l2": 1.0, "vq": 1.0, "logfreq": 0.0}
+
+
+def log_frequency_bank(spectral: SpectralConfig) -> torch.Tensor:
+    """``[bands, bins]``: 4 bands per semitone from MIDI 21 (27.5 Hz) to just below Nyquist."""
+    bins = spectral.n_fft // 2
+    top = 69.0 + 12.0 * np.log2(0.98 * spectral.sample_rate / 2 / 440.0)
+    return log_frequency_filterbank(spectral.sample_rate, spectral.n_fft, bins, 21.0, 4, int((top - 21.0) * 4))
+
+
+def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig | None = None):
+    """``(model, batch, step) -> (loss, metrics)`` for a tokenizer.
+
+    Terms (weights from the config's ``loss:`` section): ``l1`` and ``l2`` on the normalised
+    log spectrogram, ``vq`` (codebook + commitment), and ``logfreq``: L1 after a
+    log-frequency filterbank (4 bands per semitone). On linear bins the harmonics of a low
+    note share a handful of the 512 bins, so a plain L1 barely sees them being smeared;
+    on a log-frequency axis every octave weighs the same.
+    """
+    unknown = sorted(set(weights) - set(LOSS_TERMS))
+    if unknown:
+        raise MarsError(f"loss: unknown term(s) {', '.join(unknown)}; allowed: {', '.join(LOSS_TERMS)}")
+    w = {k: float(weights.get(k, d)) for k, d in LOSS_TERMS.items()}
+    bank = log_frequency_bank(spectral or SpectralConfig()) if w["logfreq"] else None
 
     def loss_fn(model, batch, step):
         spec = batch["spec"]
         recon, _, vq = model(spec, batch.get("pitch"))
         l1, l2 = F.l1_loss(recon, spec), F.mse_loss(recon, spec)
+        loss = w["l1"] * l1 + w["l2"] * l2 + w["vq"] * vq
+        metrics = {"l1": l1.item(), "vq": vq.item()}
+        if bank is not None:
+            b = bank.to(spec.device)
+            lf = F.l1_loss(torch.einsum("kf,bcft->bckt", b, recon.float()), torch.einsum("kf,bcft->bckt", b, spec))
+            loss = loss + w["logfreq"] * lf
+            metrics["logfreq"] = lf.item()
         quantizer = (model.module if hasattr(model, "module") else model).quantizer
-        alive = float((quantizer.usage > 0.1 / quantizer.codebook_size).float().mean())
-        return w_l1 * l1 + w_l2 * l2 + w_vq * vq, {"l1": l1.item(), "vq": vq.item(), "codes": alive}
+        metrics["codes"] = float((quantizer.usage > 0.1 / quantizer.codebook_size).float().mean())
+        return loss, metrics
 
     return loss_fn
+
+
+FREEZABLE = ("encoder", "quantizer", "decoder")
+
+
+def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Start from shipped weights and freeze parts, as the config's ``finetune:`` section says.
+
+    ``finetune: {init: WEIGHTS, freeze: [encoder, quantizer]}`` trains the decoder alone: the
+    token pyramids stay exactly those of ``init``, so an autoregressor trained on them stays
+    valid. Returns what the export records (``{}`` without the section).
+    """
+    if not section:
+        return {}
+    unknown = sorted(set(section) - {"init", "freeze"})
+    if unknown:
+        raise MarsError(f"finetune: unknown key(s) {', '.join(unknown)}; allowed: init, freeze")
+    if "init" not in section:
+        raise MarsError("finetune: needs init (the tokenizer weights to start from)")
+    blob = load_weights(section["init"], KIND)
+    if blob["config"]["tokenizer"] != model.config.to_dict():
+        raise MarsError(f"finetune.init {section['init']}: trained with a different tokenizer config "
+                        "than this config's tokenizer section (copy that section from the weights' config)")  # fmt: skip
+    model.load_state_dict(blob["state"])
+    freeze = list(section.get("freeze", []))
+    bad = [name for name in freeze if name not in FREEZABLE]
+    if bad:
+        raise MarsError(f"finetune.freeze: unknown part(s) {', '.join(map(str, bad))}; allowed: {', '.join(FREEZABLE)}")
+    for name in freeze:
+        for p in getattr(model, name).parameters():
+            p.requires_grad_(False)
+    model.frozen = tuple(freeze)
+    return {"finetuned_from": str(section["init"]), "frozen": freeze}
 
 
 def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
@@ -57,6 +118,7 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     notes = load_split(config, "train", tok_cfg, quiet)
     specs = np.asarray(notes.spectrograms())  # the subset fits in memory; random access is then free
     model = build_tokenizer(tok_cfg, seed=train_cfg.seed)
+    apply_finetune(model, config.get("finetune"))
     pitches = torch.from_numpy(notes.conditions["pitch"])
 
     def fetch(idx):
@@ -65,7 +127,7 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
         batch = torch.from_numpy(specs[idx].astype(np.float32))[:, None]
         return {"spec": batch.to(device), "pitch": pitches[idx].to(device)}
 
-    train(model, reconstruction_loss(config.get("loss", {})), notes, config, run_dir, device=device,
+    train(model, reconstruction_loss(config.get("loss", {}), tok_cfg.spectral), notes, config, run_dir, device=device,
           fetch=fetch, quiet=quiet, stop_after=stop_after)  # fmt: skip
     return model
 
@@ -75,6 +137,8 @@ def export_tokenizer(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
     state, tok_cfg, model = restore_run(run_dir, "tokenizer", TokenizerConfig, build_tokenizer)
     meta = {"steps": int(state["step"]), "data": state["config"].get("data", {}),
             "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
+    if state["config"].get("finetune"):
+        meta["finetune"] = state["config"]["finetune"]
     save_weights(out, KIND, {"tokenizer": tok_cfg.to_dict()}, model, meta)
     return meta
 
