@@ -182,3 +182,26 @@ def test_bad_velocity_and_sampling():
         Sampling(top_p=0.0)
     with pytest.raises(MarsError, match="backend"):
         make_generator(backend="warp-drive")
+
+
+def test_sampler_draws_by_probability_and_never_outside_the_filtered_set():
+    gen = make_generator()
+    logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 0.0]])).expand(1, 20000, 4)
+    req = NoteRequest(0, 60, 100)
+    draws = gen._sample(logits, [req], [torch.Generator().manual_seed(0)])[0]
+    counts = torch.bincount(draws, minlength=4).float() / draws.numel()
+    assert torch.allclose(counts, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.015)
+    top1 = NoteRequest(0, 60, 100, sampling=Sampling(top_k=1))
+    assert (gen._sample(logits, [top1], [torch.Generator().manual_seed(1)]) == 0).all()
+
+
+def test_precision_choice():
+    assert make_generator(precision="fp32").precision == "fp32"
+    assert make_generator(precision="auto").precision in ("fp32", "bf16")
+    with pytest.raises(MarsError, match="unknown precision"):
+        make_generator(precision="fp16")
+    gen = make_generator(precision="bf16")  # runs wherever autocast has bf16 (any CPU, slower without native bf16)
+    reqs = [NoteRequest(0, 60, 100, seed=3), NoteRequest(2, 70, 90, seed=4)]
+    first, second = gen.generate(reqs), gen.generate(reqs)
+    assert first.shape == (2, gen.front.config.n_samples) and np.isfinite(first).all()
+    assert np.array_equal(first, second)
