@@ -216,16 +216,17 @@ class NoteCache:
         bar = tqdm(total=len(keys), unit="note", desc="generating notes", disable=not self.progress,
                    file=sys.stderr, leave=False)  # fmt: skip
         try:
-            for start in range(0, len(keys), self.batch_size):
-                batch = keys[start : start + self.batch_size]
-                roots = [min(max(key.pitch, low), high) for key in batch]
-                requests = [self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
-                            for key, root in zip(batch, roots, strict=True)]  # fmt: skip
-                waves = np.asarray(source.generate(requests))
-                if waves.ndim != 2 or waves.shape[0] != len(batch):
-                    raise MarsError(f"the note source returned shape {waves.shape}, expected [{len(batch)}, N]")
+            roots = [min(max(key.pitch, low), high) for key in keys]
+            requests = [self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
+                        for key, root in zip(keys, roots, strict=True)]  # fmt: skip
+
+            def keep(first: int, waves: np.ndarray) -> None:
+                waves = np.asarray(waves)
+                count = min(self.batch_size, len(keys) - first)
+                if waves.ndim != 2 or waves.shape[0] != count:
+                    raise MarsError(f"the note source returned shape {waves.shape}, expected [{count}, N]")
                 self.stats.batches += 1
-                for key, root, wave in zip(batch, roots, waves, strict=True):
+                for key, root, wave in zip(keys[first : first + count], roots[first : first + count], waves, strict=True):
                     note = prepare_note(wave, source.sample_rate, self.sample_rate, root)
                     self._notes[key] = note
                     self.stats.generated += 1
@@ -233,10 +234,16 @@ class NoteCache:
                     self._save(self._disk_path(key, "raw.npz"),
                                lambda path, w=wave, m=meta: _save_raw(path, w, m))  # fmt: skip
                     self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
-                bar.update(len(batch))
+                bar.update(count)
+
+            many = getattr(source, "generate_many", None)  # the model's pipelined batches
+            if many is not None:
+                many(requests, self.batch_size, on_batch=keep)
+            else:  # any NoteSource
+                for start in range(0, len(keys), self.batch_size):
+                    keep(start, source.generate(requests[start : start + self.batch_size]))
         finally:
             bar.close()
-
 
 
 def _save_raw(path: Path, wave: np.ndarray, meta: np.ndarray) -> None:

@@ -352,8 +352,68 @@ class NoteGenerator:
             spectrograms (torch) when asked.
         """
         specs = self.generate_spectrograms(requests)
-        waves = self.vocode(specs).cpu().numpy().astype(np.float32) if len(requests) else np.zeros((0, self.front.config.n_samples), np.float32)
+        waves = self._waves(specs)
         return (waves, specs) if return_spectrograms else waves
+
+    def _waves(self, specs: torch.Tensor) -> np.ndarray:
+        if not len(specs):
+            return np.zeros((0, self.front.config.n_samples), np.float32)
+        return self.vocode(specs).cpu().numpy().astype(np.float32)
+
+    def generate_many(self, requests: Sequence[NoteRequest], batch_size: int = 16,
+                      pipelined: bool | None = None, on_batch=None) -> np.ndarray:  # fmt: skip
+        """Generate many notes in batches: float32 ``[len(requests), N]``, in request order.
+
+        Pipelined (the default on a CPU with 2+ torch threads): the vocoder of one batch runs
+        on a second thread while the model makes the next batch, each stage on one intra-op
+        thread. Two cores then do two different jobs instead of splitting every op in two,
+        which is faster here (README, "Speed"). The notes are those :meth:`generate` makes
+        for the same batches, up to the floating-point rounding that a different thread
+        count gives (as for a different batch composition).
+
+        Args:
+            requests: the notes (all validated before any work starts).
+            batch_size: notes per model call.
+            pipelined: force the pipeline on or off (``None``: on when it can help).
+            on_batch: optional ``(first_index, waves)`` callback, called in this thread as
+                each batch is finished (in order), e.g. to save notes as they come.
+        """
+        for req in requests:
+            self.check(req)
+        if batch_size < 1:
+            raise MarsError(f"batch_size must be >= 1, got {batch_size}")
+        batches = [list(requests[i : i + batch_size]) for i in range(0, len(requests), batch_size)]
+        threads = torch.get_num_threads()
+        if pipelined is None:
+            pipelined = self.device.type == "cpu" and threads >= 2 and len(batches) >= 2
+        out: list[np.ndarray] = []
+
+        def done(waves: np.ndarray) -> None:
+            if on_batch:
+                on_batch(sum(len(w) for w in out), waves)
+            out.append(waves)
+
+        if not pipelined:
+            for batch in batches:
+                done(self.generate(batch))
+        else:
+            from concurrent.futures import ThreadPoolExecutor
+
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(1, thread_name_prefix="mars-vocoder",
+                                        initializer=torch.set_num_threads, initargs=(1,)) as pool:  # fmt: skip
+                    pending = None
+                    for batch in batches:
+                        specs = self.generate_spectrograms(batch)
+                        if pending is not None:
+                            done(pending.result())
+                        pending = pool.submit(self._waves, specs)
+                    if pending is not None:
+                        done(pending.result())
+            finally:
+                torch.set_num_threads(threads)
+        return np.concatenate(out) if out else np.zeros((0, self.front.config.n_samples), np.float32)
 
 
 def load_generator(tokenizer_path: str | Path | None = None, autoregressor_path: str | Path | None = None,

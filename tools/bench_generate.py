@@ -88,6 +88,18 @@ def main(argv: list[str] | None = None) -> int:
         results[f"total b{batch} (kv, coarse-cached)"] = timed(
             lambda reqs=reqs: gen.vocode(gen.generate_spectrograms(reqs)), args.repeats, args.warmup)
 
+    # Many notes at batch 16, as `render` makes them: with 2+ threads on a CPU the model makes
+    # batch i+1 while a second thread vocodes batch i (NoteGenerator.generate_many).
+    counter3 = iter(range(10**9))
+    many = 6 * 16
+    pipelined = gen.device.type == "cpu" and torch.get_num_threads() >= 2
+    label = "pipelined, " if pipelined else ""
+    results[f"total b16 ({label}{many} notes, kv, no coarse cache) per 16"] = timed(
+        lambda c=counter3: gen.generate_many(
+            [NoteRequest(r.instrument, r.pitch, r.velocity, seed=20000 + next(c), sampling=r.sampling)
+             for r in requests(many)], 16),
+        args.repeats, 1) / (many / 16)  # fmt: skip
+
     print(f"device {args.device}, backend {gen.backend}, precision {gen.precision}, threads {torch.get_num_threads()}, "
           f"vocoder iters {gen.vocoder_iters}, median of {args.repeats} after {args.warmup} warm-up")  # fmt: skip
     print("| measurement | median | per note | notes/s |")
