@@ -85,6 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             lambda reqs=reqs, c=counter2: gen.vocode(gen.generate_spectrograms(
                 [NoteRequest(r.instrument, r.pitch, r.velocity, seed=5000 + next(c), sampling=r.sampling) for r in reqs],
                 use_coarse_cache=False)), args.repeats, args.warmup)  # fmt: skip
+        counter4 = iter(range(10**9))
+        results[f"total b{batch} (no kv, no coarse cache)"] = timed(
+            lambda reqs=reqs, c=counter4: gen.vocode(gen.generate_spectrograms(
+                [NoteRequest(r.instrument, r.pitch, r.velocity, seed=7000 + next(c), sampling=r.sampling) for r in reqs],
+                use_kv_cache=False, use_coarse_cache=False)), args.repeats, args.warmup)  # fmt: skip
         results[f"total b{batch} (kv, coarse-cached)"] = timed(
             lambda reqs=reqs: gen.vocode(gen.generate_spectrograms(reqs)), args.repeats, args.warmup)
 
