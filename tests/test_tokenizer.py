@@ -124,7 +124,7 @@ def test_a_decoder_finetune_keeps_every_token_and_changes_only_the_decoder(tmp_p
                     tmp_path / "run", quiet=True)  # fmt: skip
     assert all(r["logfreq"] > 0 for r in records)
     model.eval()
-    assert all(torch.equal(a, b) for a, b in zip(model.encode(specs, pitch), tokens_before))
+    assert all(torch.equal(a, b) for a, b in zip(model.encode(specs, pitch), tokens_before, strict=True))
     for key, value in model.state_dict().items():
         changed = not torch.equal(value, state_before[key])
         if key.startswith(("encoder.", "quantizer.")):
