@@ -61,12 +61,23 @@ def test_morph_and_resampling(tmp_path):
     assert soundfile.info(out).samplerate == 48000
 
 
+def test_guidance_and_temperature_override_the_preset(tmp_path):
+    plain, guided = tmp_path / "plain.wav", tmp_path / "guided.wav"
+    common = ["--preset", "grand_piano", "--pitch", "60", "--seed", "5"]
+    assert note(*common, "-o", str(plain), tmp_path=tmp_path).returncode == 0
+    proc = note(*common, "--guidance", "2", "--temperature", "0.9", "-o", str(guided), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert guided.read_bytes() != plain.read_bytes()
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--preset", "no_such_preset", "--pitch", "60"], "unknown preset"),
     (["--preset", "grand_piano", "--pitch", "60", "--velocity", "0"], "velocity must be in 1..127"),
     (["--preset", "grand_piano", "--pitch", "120"], "outside this model's range"),
     (["--preset", "grand_piano", "--pitch", "H9"], "note name"),
     (["--preset", "grand_piano", "--pitch", "60", "--morph", "strings:2"], "WEIGHT in 0..1"),
+    (["--preset", "grand_piano", "--pitch", "60", "--guidance", "-1"], "guidance must be >= 0"),
+    (["--preset", "grand_piano", "--pitch", "60", "--temperature", "0"], "temperature must be > 0"),
 ])  # fmt: skip
 def test_bad_input_is_one_line(tmp_path, args, needle):
     proc = note(*args, "-o", str(tmp_path / "x.wav"), tmp_path=tmp_path)
