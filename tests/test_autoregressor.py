@@ -89,7 +89,7 @@ def test_kv_cache_and_no_cache_paths_agree():
 
 def test_no_cache_path_on_a_deeper_pyramid():
     from mars_model.tokenizer import TokenizerConfig, build_tokenizer
-    from tests.tiny_models import TINY_AR, TINY_TOKENIZER
+    from tests.tiny_models import TINY_AR
 
     cfg = TokenizerConfig(**{**TINY_TOKENIZER.__dict__, "scales": ((1, 1), (1, 2), (2, 2), (2, 4), (3, 6), (4, 8))})
     tok = build_tokenizer(cfg).eval()
@@ -223,3 +223,27 @@ def test_generate_many_pipelined_gives_the_batches_notes_in_order():
         gen.generate_many(reqs, batch_size=0)
     with pytest.raises(MarsError, match="outside this model's range"):
         gen.generate_many([*reqs, NoteRequest(0, 20, 100)])  # refused before any work
+
+
+def test_training_can_start_from_shipped_weights(tmp_path):
+    from mars_model.autoregressor.train import start_from
+    from mars_model.weights_io import save_weights
+    from tests.tiny_models import TINY_AR
+
+    q = tiny_tokenizer().quantizer
+    shipped = tiny_autoregressor(seed=1)
+    path = tmp_path / "ar.pt"
+    save_weights(path, "autoregressor", {"autoregressor": TINY_AR.to_dict(), "scales": [list(s) for s in q.scales],
+                                         "latent_dim": q.dim, "vocab": q.codebook_size}, shipped, half=False)  # fmt: skip
+    fresh = tiny_autoregressor(seed=2)
+    start_from(fresh, {"init": str(path)}, q)
+    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), shipped.state_dict().values(), strict=True))
+    start_from(fresh, None, q)  # no section: nothing happens
+    with pytest.raises(MarsError, match="unknown key"):
+        start_from(fresh, {"init": str(path), "freeze": ["blocks"]}, q)
+    other = type(TINY_AR)(**{**TINY_AR.to_dict(), "depth": 3})
+    from mars_model.autoregressor import build_autoregressor
+
+    wider = build_autoregressor(other, q.scales, q.dim, q.codebook_size)
+    with pytest.raises(MarsError, match="another autoregressor architecture"):
+        start_from(wider, {"init": str(path)}, q)

@@ -22,7 +22,7 @@ from mars_model.errors import MarsError
 from mars_model.tokenizer.model import Tokenizer
 from mars_model.tokenizer.train import load_split, load_tokenizer
 from mars_model.training import TrainConfig, load_checkpoint, restore_run, train
-from mars_model.weights_io import file_hash, save_weights
+from mars_model.weights_io import file_hash, load_weights, save_weights
 
 KIND = "autoregressor"
 
@@ -62,6 +62,25 @@ def _tokenizer_path(config: Mapping[str, Any]) -> Path:
     return Path(path)
 
 
+def start_from(model: NextScaleTransformer, section: Mapping[str, Any] | None, quantizer) -> None:
+    """``finetune: {init: WEIGHTS}``: start from a shipped autoregressor (same architecture and
+    token pyramid) instead of a fresh initialisation; the schedule of ``train:`` starts over."""
+    if not section:
+        return
+    unknown = sorted(set(section) - {"init"})
+    if unknown:
+        raise MarsError(f"finetune: unknown key(s) {', '.join(unknown)}; allowed: init")
+    if "init" not in section:
+        raise MarsError("finetune: needs init (the autoregressor weights to start from)")
+    blob = load_weights(section["init"], KIND)
+    cfg = blob["config"]
+    if cfg["autoregressor"] != model.config.to_dict():
+        raise MarsError(f"finetune.init {section['init']}: another autoregressor architecture than this config's")
+    if [tuple(s) for s in cfg["scales"]] != list(quantizer.scales) or cfg["vocab"] != quantizer.codebook_size:
+        raise MarsError(f"finetune.init {section['init']}: trained on another tokenizer's token pyramid")
+    model.load_state_dict(blob["state"])
+
+
 def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
                         stop_after: int | None = None, device: torch.device | None = None):  # fmt: skip
     """Train (or resume) the autoregressor as configured; returns the model."""
@@ -80,6 +99,7 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
         torch.save(tokens, cache)
     q = tokenizer.quantizer
     model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size, seed=train_cfg.seed)
+    start_from(model, config.get("finetune"), q)
     cond = notes.conditions
     instruments = torch.from_numpy(cond["instrument"])
     pitches = torch.from_numpy(cond["pitch"])
@@ -126,6 +146,7 @@ def export_autoregressor(run_dir: str | Path, out: str | Path) -> dict[str, Any]
 
     pitches = NoteSet(data["root"], "train", programs=data.get("programs")).conditions["pitch"]
     meta = {
+        **({"finetune": config["finetune"]} if config.get("finetune") else {}),
         "pitch_range": [int(pitches.min()), int(pitches.max())],
         "steps": int(state["step"]),
         "data": data,
