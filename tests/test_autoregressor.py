@@ -89,7 +89,7 @@ def test_kv_cache_and_no_cache_paths_agree():
 
 def test_no_cache_path_on_a_deeper_pyramid():
     from mars_model.tokenizer import TokenizerConfig, build_tokenizer
-    from tests.tiny_models import TINY_AR
+    from tests.tiny_models import TINY_AR, TINY_TOKENIZER
 
     cfg = TokenizerConfig(**{**TINY_TOKENIZER.__dict__, "scales": ((1, 1), (1, 2), (2, 2), (2, 4), (3, 6), (4, 8))})
     tok = build_tokenizer(cfg).eval()
