@@ -390,7 +390,7 @@ class NoteGenerator:
 
         def done(waves: np.ndarray) -> None:
             if on_batch:
-                on_batch(sum(len(w) for w in out), waves)
+                on_batch(len(out) * batch_size, waves)
             out.append(waves)
 
         if not pipelined:

@@ -34,6 +34,7 @@ import torch
 import yaml
 
 from mars_model.errors import MarsError
+from mars_model.weights_io import load_weights
 
 
 @dataclass
@@ -373,3 +374,19 @@ def restore_run(run_dir: str | os.PathLike, section: str, config_cls, build) -> 
     model = build(cfg)
     model.load_state_dict(state["model"])
     return state, cfg, model
+
+
+def finetune_init(section: Mapping[str, Any] | None, kind: str, allowed: tuple[str, ...] = ("init",)) -> dict[str, Any] | None:
+    """The weight file named by a config's ``finetune:`` section (``None`` without one).
+
+    Checks the section's keys (``allowed``, ``init`` required) and loads ``init`` as a shipped
+    file of ``kind``; the caller checks that it fits its model and loads the state.
+    """
+    if not section:
+        return None
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise MarsError(f"finetune: unknown key(s) {', '.join(unknown)}; allowed: {', '.join(allowed)}")
+    if "init" not in section:
+        raise MarsError(f"finetune: needs init (the {kind} weights to start from)")
+    return load_weights(section["init"], kind)

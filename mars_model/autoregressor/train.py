@@ -21,8 +21,8 @@ from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build
 from mars_model.errors import MarsError
 from mars_model.tokenizer.model import Tokenizer
 from mars_model.tokenizer.train import load_split, load_tokenizer
-from mars_model.training import TrainConfig, load_checkpoint, restore_run, train
-from mars_model.weights_io import file_hash, load_weights, save_weights
+from mars_model.training import TrainConfig, finetune_init, load_checkpoint, restore_run, train
+from mars_model.weights_io import file_hash, save_weights
 
 KIND = "autoregressor"
 
@@ -65,14 +65,9 @@ def _tokenizer_path(config: Mapping[str, Any]) -> Path:
 def start_from(model: NextScaleTransformer, section: Mapping[str, Any] | None, quantizer) -> None:
     """``finetune: {init: WEIGHTS}``: start from a shipped autoregressor (same architecture and
     token pyramid) instead of a fresh initialisation; the schedule of ``train:`` starts over."""
-    if not section:
+    blob = finetune_init(section, KIND)
+    if blob is None:
         return
-    unknown = sorted(set(section) - {"init"})
-    if unknown:
-        raise MarsError(f"finetune: unknown key(s) {', '.join(unknown)}; allowed: init")
-    if "init" not in section:
-        raise MarsError("finetune: needs init (the autoregressor weights to start from)")
-    blob = load_weights(section["init"], KIND)
     cfg = blob["config"]
     if cfg["autoregressor"] != model.config.to_dict():
         raise MarsError(f"finetune.init {section['init']}: another autoregressor architecture than this config's")

@@ -15,7 +15,7 @@ from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
 from mars_model.spectral import SpectralConfig, SpectralFrontEnd, log_frequency_filterbank
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
-from mars_model.training import TrainConfig, dataclass_from_dict, restore_run, train
+from mars_model.training import TrainConfig, dataclass_from_dict, finetune_init, restore_run, train
 from mars_model.weights_io import load_weights, save_weights
 
 KIND = "tokenizer"
@@ -80,21 +80,16 @@ def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig |
 FREEZABLE = ("encoder", "quantizer", "decoder")
 
 
-def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> dict[str, Any]:
+def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     """Start from shipped weights and freeze parts, as the config's ``finetune:`` section says.
 
     ``finetune: {init: WEIGHTS, freeze: [encoder, quantizer]}`` trains the decoder alone: the
     token pyramids stay exactly those of ``init``, so an autoregressor trained on them stays
-    valid. Returns what the export records (``{}`` without the section).
+    valid. Nothing happens without the section.
     """
-    if not section:
-        return {}
-    unknown = sorted(set(section) - {"init", "freeze"})
-    if unknown:
-        raise MarsError(f"finetune: unknown key(s) {', '.join(unknown)}; allowed: init, freeze")
-    if "init" not in section:
-        raise MarsError("finetune: needs init (the tokenizer weights to start from)")
-    blob = load_weights(section["init"], KIND)
+    blob = finetune_init(section, KIND, allowed=("init", "freeze"))
+    if blob is None:
+        return
     if blob["config"]["tokenizer"] != model.config.to_dict():
         raise MarsError(f"finetune.init {section['init']}: trained with a different tokenizer config "
                         "than this config's tokenizer section (copy that section from the weights' config)")  # fmt: skip
@@ -107,7 +102,6 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> dict[
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
     model.frozen = tuple(freeze)
-    return {"finetuned_from": str(section["init"]), "frozen": freeze}
 
 
 def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
