@@ -244,3 +244,23 @@ def test_a_file_that_is_not_a_classifier_is_one_clear_error(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(MarsError, match="cannot read the evaluation classifier"):
         load_classifier(tmp_path / "junk.pt")
+
+
+def test_the_classifier_trainer_learns_the_label_it_is_told_and_refuses_a_missing_one(sets, tmp_path):
+    from mars_model.eval.training import ClassifierTraining, train_classifier
+
+    root = tmp_path / "set"
+    root.mkdir()
+    (root / "train").symlink_to(sets / "real" / "train")
+    (root / "valid").symlink_to(sets / "real" / "test")
+    settings = ClassifierTraining(epochs=1, batch_size=16)
+    info = train_classifier(root, tmp_path / "clf.pt", settings, ClassifierConfig(n_families=128),
+                            log=lambda _: None, progress_bars=False, label="instrument")  # fmt: skip
+    assert info["label"] == "instrument" and info["epochs_run"] == 1
+    assert load_classifier(tmp_path / "clf.pt").family_head.out_features == 128
+    with pytest.raises(MarsError, match="no label field 'timbre'"):
+        train_classifier(root, tmp_path / "bad.pt", settings, log=lambda _: None, progress_bars=False,
+                         label="timbre")  # fmt: skip
+    with pytest.raises(MarsError, match="instrument labels must be 0..10"):  # programs 0..72 > 11 classes
+        train_classifier(root, tmp_path / "bad.pt", settings, log=lambda _: None, progress_bars=False,
+                         label="instrument")  # fmt: skip

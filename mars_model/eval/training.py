@@ -80,11 +80,14 @@ def train_classifier(
     config: ClassifierConfig | None = None,
     log=print,
     progress_bars: bool = True,
+    label: str = "instrument_family",
 ) -> dict:
     """Train the evaluation classifier on ``root/train``, keep the best on ``root/valid``.
 
     The score for early stopping is the mean of pitch and family accuracy on ``valid``;
-    the best epoch's weights are written to ``output``.
+    the best epoch's weights are written to ``output``. ``label`` names the
+    ``examples.json`` field the second head learns (the tokenizer's perceptual network,
+    :mod:`mars_model.tokenizer.perceptual`, learns ``instrument`` instead of the family).
 
     Returns:
         the facts stored with the weights: accuracies, note counts, epochs, wall time.
@@ -104,6 +107,8 @@ def train_classifier(
         notes = NoteSet(root, split)
         if len(notes) == 0:
             raise MarsError(f"{Path(root) / split} has no notes")
+        if label not in notes.conditions:
+            raise MarsError(f"{split}: no label field {label!r}; allowed: {', '.join(notes.conditions)}")
         with tqdm(total=len(notes), desc=f"{split} spectrograms", unit="note",
                   disable=not progress_bars) as bar:  # fmt: skip
             specs = notes.spectrograms(progress=bar.update)
@@ -114,11 +119,11 @@ def train_classifier(
                   disable=not progress_bars) as bar:  # fmt: skip
             x = prepare_split(model, specs, idx, progress=bar.update)
         pitch = torch.from_numpy(notes.conditions["pitch"][idx])
-        family = torch.from_numpy(notes.conditions["instrument_family"][idx])
+        family = torch.from_numpy(notes.conditions[label][idx])
         if pitch.min() < 0 or pitch.max() >= model.config.n_pitches:
             raise MarsError(f"{split}: pitches must be MIDI 0..{model.config.n_pitches - 1}")
         if family.min() < 0 or family.max() >= model.config.n_families:
-            raise MarsError(f"{split}: families must be 0..{model.config.n_families - 1}")
+            raise MarsError(f"{split}: {label} labels must be 0..{model.config.n_families - 1}")
         data[split] = (x, pitch, family)
     x_train, p_train, f_train = data["train"]
     log(f"training on {len(x_train)} notes, validating on {len(data['valid'][0])}")
@@ -182,6 +187,7 @@ def train_classifier(
         "valid_family_accuracy": best["valid_family_accuracy"],
         "wall_minutes": (time.monotonic() - started) / 60,
         "seed": settings.seed,
+        "label": label,
         "torch_threads": torch.get_num_threads(),
         "history": history,
     }

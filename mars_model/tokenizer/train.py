@@ -15,6 +15,7 @@ from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
 from mars_model.spectral import SpectralConfig, SpectralFrontEnd, log_frequency_filterbank
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
+from mars_model.tokenizer.perceptual import load_perceptual
 from mars_model.training import TrainConfig, dataclass_from_dict, finetune_init, restore_run, train
 from mars_model.weights_io import load_weights, save_weights
 
@@ -34,7 +35,10 @@ def load_split(config: Mapping[str, Any], split: str, tok_cfg: TokenizerConfig, 
     return notes
 
 
-LOSS_TERMS = {"l1": 1.0, "l2": 1.0, "vq": 1.0, "logfreq": 0.0}
+LOSS_TERMS = {"l1": 1.0, "l2": 1.0, "vq": 1.0, "logfreq": 0.0, "perceptual": 0.0}
+#: Non-numeric keys of the ``loss:`` section: the perceptual network's weights file
+#: (default: the shipped ``tokenizer_perceptual.pt``).
+LOSS_OPTIONS = ("perceptual_net",)
 
 
 def log_frequency_bank(spectral: SpectralConfig) -> torch.Tensor:
@@ -51,13 +55,16 @@ def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig |
     log spectrogram, ``vq`` (codebook + commitment), and ``logfreq``: L1 after a
     log-frequency filterbank (4 bands per semitone). On linear bins the harmonics of a low
     note share a handful of the 512 bins, so a plain L1 barely sees them being smeared;
-    on a log-frequency axis every octave weighs the same.
+    on a log-frequency axis every octave weighs the same. ``perceptual``: the LPIPS-style
+    distance of :mod:`mars_model.tokenizer.perceptual` (network: ``perceptual_net``).
     """
-    unknown = sorted(set(weights) - set(LOSS_TERMS))
+    unknown = sorted(set(weights) - set(LOSS_TERMS) - set(LOSS_OPTIONS))
     if unknown:
-        raise MarsError(f"loss: unknown term(s) {', '.join(unknown)}; allowed: {', '.join(LOSS_TERMS)}")
+        raise MarsError(f"loss: unknown term(s) {', '.join(unknown)}; "
+                        f"allowed: {', '.join([*LOSS_TERMS, *LOSS_OPTIONS])}")  # fmt: skip
     w = {k: float(weights.get(k, d)) for k, d in LOSS_TERMS.items()}
     bank = log_frequency_bank(spectral or SpectralConfig()) if w["logfreq"] else None
+    perceptual = load_perceptual(weights.get("perceptual_net")) if w["perceptual"] else None
 
     def loss_fn(model, batch, step):
         spec = batch["spec"]
@@ -70,6 +77,11 @@ def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig |
             lf = F.l1_loss(torch.einsum("kf,bcft->bckt", b, recon.float()), torch.einsum("kf,bcft->bckt", b, spec))
             loss = loss + w["logfreq"] * lf
             metrics["logfreq"] = lf.item()
+        if perceptual is not None:
+            perceptual.to(spec.device)
+            pd = perceptual(recon.float(), spec)
+            loss = loss + w["perceptual"] * pd
+            metrics["perceptual"] = pd.item()
         quantizer = (model.module if hasattr(model, "module") else model).quantizer
         metrics["codes"] = float((quantizer.usage > 0.1 / quantizer.codebook_size).float().mean())
         return loss, metrics
