@@ -8,7 +8,11 @@ import torch.nn.functional as F
 from mars_model.errors import MarsError
 from mars_model.eval.classifier import load_classifier
 from mars_model.spectral import SpectralConfig
-from mars_model.tokenizer.perceptual import DEFAULT_PERCEPTUAL_WEIGHTS, PERCEPTUAL_CONFIG, load_perceptual
+from mars_model.tokenizer.perceptual import (
+    DEFAULT_PERCEPTUAL_WEIGHTS,
+    PERCEPTUAL_CONFIG,
+    load_perceptual,
+)
 from mars_model.tokenizer.train import reconstruction_loss
 
 
