@@ -30,7 +30,7 @@ def test_every_config_parses(name):
 def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_match_it():
     base = TokenizerConfig.from_dict(load("tokenizer.yaml")["tokenizer"])
     for name in ("tokenizer_decoder.yaml", "tokenizer_decoder2.yaml", "tokenizer_decoder3.yaml",
-                 "tokenizer_decoder4.yaml", "tokenizer_decoder5.yaml"):
+                 "tokenizer_decoder4.yaml", "tokenizer_decoder5.yaml", "tokenizer_decoder6.yaml"):
         config = load(name)
         assert TokenizerConfig.from_dict(config["tokenizer"]) == base, name
         assert config["finetune"]["freeze"] == ["encoder", "quantizer"], name
