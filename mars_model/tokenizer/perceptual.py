@@ -44,11 +44,11 @@ PERCEPTUAL_CONFIG = ClassifierConfig(
 
 
 class PerceptualDistance(nn.Module):
-    """``d(recon, target)``: the squared difference of channel-normalised activations, averaged
-    over the trunk's five blocks, plus the same averaged over its two embeddings. The blocks compare local spectral
-    shape; the embeddings compare what the network makes of the whole note (its pitch and
-    its instrument), an identity term like those of face reconstruction. Frozen, always in
-    eval mode; gradients flow to ``recon``.
+    """``d(recon, target)``: the squared difference of channel-normalised activations,
+    averaged over the trunk's five blocks, plus the same averaged over its two embeddings.
+    The blocks compare local spectral shape; the embeddings compare what the network makes
+    of the whole note (its pitch and its instrument), an identity term like those of face
+    reconstruction. Frozen, always in eval mode; gradients flow to ``recon``.
 
     Args:
         net: a trained :class:`NoteClassifier` (by default the shipped perceptual network).
