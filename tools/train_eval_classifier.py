@@ -18,16 +18,20 @@ from pathlib import Path
 import torch
 
 from mars_model.errors import MarsError
-from mars_model.eval.classifier import DEFAULT_WEIGHTS
+from mars_model.eval.classifier import DEFAULT_WEIGHTS, ClassifierConfig
 from mars_model.eval.training import ClassifierTraining, train_classifier
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def main(argv: list[str] | None = None, *, config: ClassifierConfig | None = None,
+         label: str = "instrument_family", output: Path = DEFAULT_WEIGHTS,
+         settings: ClassifierTraining | None = None, description: str | None = None) -> int:
+    """The command line; ``tools/train_perceptual_net.py`` calls it with its network's sizes,
+    label and defaults."""
+    defaults = settings or ClassifierTraining()
+    parser = argparse.ArgumentParser(description=description or __doc__.split("\n")[0])
     parser.add_argument("root", type=Path, help="NSynth-layout note set with train/ and valid/")
-    parser.add_argument("-o", "--output", type=Path, default=DEFAULT_WEIGHTS,
-                        help=f"weights file (default: {DEFAULT_WEIGHTS})")  # fmt: skip
-    defaults = ClassifierTraining()
+    parser.add_argument("-o", "--output", type=Path, default=output,
+                        help=f"weights file (default: {output})")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=defaults.epochs)
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
@@ -49,15 +53,15 @@ def main(argv: list[str] | None = None) -> int:
         max_minutes=args.max_minutes,
     )
     try:
-        info = train_classifier(args.root, args.output, settings, progress_bars=not args.quiet)
+        info = train_classifier(args.root, args.output, settings, config, progress_bars=not args.quiet,
+                                label=label)  # fmt: skip
     except MarsError as err:
-        print(f"train_eval_classifier: error: {err}", file=sys.stderr)
+        print(f"{Path(parser.prog).stem}: error: {err}", file=sys.stderr)
         return 1
     summary = {k: v for k, v in info.items() if k != "history"}
     print(json.dumps(summary, indent=2))
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB)")
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())
