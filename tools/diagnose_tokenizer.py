@@ -27,13 +27,18 @@ import yaml
 from torch import nn
 
 
+def quantized(tok, x, pitch):
+    """The quantized latent ``[B, D, H, W]`` of spectrograms ``x`` ``[B, 1, F, T]`` (what the decoder decodes)."""
+    return tok.quantizer(tok.encode_latent(x, pitch))[0]
+
+
 def latents(tok, specs, pitches, batch=64):
     """Quantized latents ``[N, D, H, W]`` of spectrograms ``specs`` ``[N, F, T]`` (a float16 array)."""
     out = []
     with torch.no_grad():
         for s in range(0, len(specs), batch):
             x = torch.from_numpy(np.asarray(specs[s : s + batch], dtype=np.float32))[:, None]
-            out.append(tok.quantizer(tok.encode_latent(x, torch.from_numpy(pitches[s : s + batch])))[0])
+            out.append(quantized(tok, x, torch.from_numpy(pitches[s : s + batch])))
     return torch.cat(out)
 
 
@@ -64,17 +69,21 @@ def train_probe(x, y, n_classes, epochs=20, seed=0):
     return predict
 
 
-def split_row(tok, clf, perceptual, notes, idx):
-    """Classifier accuracies, L1 and perceptual distance for the notes ``idx`` of one split."""
+def split_row(tok, clf, perceptual, probe, notes, idx):
+    """Classifier and token-probe accuracies, L1 and perceptual distance for the notes ``idx``
+    of one split (each note encoded once: the probe reads the latent the decoder decodes)."""
     specs, cond = notes.spectrograms(), notes.conditions
     fam, pit = cond["instrument_family"][idx], cond["pitch"][idx]
-    hits = {"real family": 0, "real pitch": 0, "recon family": 0, "recon pitch": 0}
+    hits = {"real family": 0, "real pitch": 0, "recon family": 0, "recon pitch": 0, "token probe family": 0}
     l1, dist = [], []
     with torch.no_grad():
         for s in range(0, len(idx), 32):
             part = idx[s : s + 32]
             x = torch.from_numpy(np.stack([np.asarray(specs[i], dtype=np.float32) for i in part]))[:, None]
-            recon = tok(x, torch.from_numpy(pit[s : s + 32]))[0]
+            pitch = torch.from_numpy(pit[s : s + 32])
+            latent = quantized(tok, x, pitch)
+            recon = tok.decode_latent(latent, pitch)
+            hits["token probe family"] += int((probe(latent).numpy() == fam[s : s + 32]).sum())
             for name, spec in (("real", x), ("recon", recon)):
                 p_logits, f_logits = clf(spec[:, 0])
                 hits[f"{name} family"] += int((f_logits.argmax(1).numpy() == fam[s : s + 32]).sum())
@@ -123,10 +132,7 @@ def main(argv=None) -> int:
     for name, notes in splits.items():
         idx = np.sort(np.random.default_rng(args.seed).permutation(len(notes))[: args.notes])
         print(f"{name}: {len(idx)} notes ...", file=sys.stderr)
-        row = split_row(tok, clf, perceptual, notes, idx)
-        specs = np.stack([notes.spectrograms()[i] for i in idx])
-        guess = probe(latents(tok, specs, notes.conditions["pitch"][idx])).numpy()
-        row["token probe family"] = float((guess == notes.conditions["instrument_family"][idx]).mean())
+        row = split_row(tok, clf, perceptual, probe, notes, idx)
         cells = [f"{row[c]:.4f}" if c in ("L1", "perceptual") else f"{100 * row[c]:.1f} %" for c in cols]
         print(f"| {name} | {len(idx)} | " + " | ".join(cells) + " |", flush=True)
     return 0

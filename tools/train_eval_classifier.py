@@ -63,5 +63,6 @@ def main(argv: list[str] | None = None, *, config: ClassifierConfig | None = Non
     print(f"wrote {args.output} ({args.output.stat().st_size / 1e6:.2f} MB)")
     return 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
