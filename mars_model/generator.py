@@ -243,7 +243,7 @@ class NoteGenerator:
             return coarse_gens if k < self.coarse_scales else fine_gens
 
         if not use_kv_cache:
-            return self._generate_without_cache(requests, cond, uncond, guidance, generators, pitch)
+            return self._generate_without_cache(requests, cond, uncond, guidance, generators, pitch, weights)
 
         n_coarse = self.coarse_scales if use_coarse_cache else 0
         start, indices, f_hat, caches = self._coarse_start(keys, n_coarse, uncond)
@@ -255,11 +255,11 @@ class NoteGenerator:
             f_hat = q.add_scale(f_hat, k, idx)
             if n_coarse and k + 1 == n_coarse:
                 self._store_coarse(keys, indices, f_hat, caches, uncond is not None)
-        return self._decode(f_hat, pitch)
+        return self._decode(f_hat, pitch, weights)
 
-    def _decode(self, f_hat: torch.Tensor, pitch: torch.Tensor) -> torch.Tensor:
+    def _decode(self, f_hat: torch.Tensor, pitch: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         with self._autocast():
-            return self.tokenizer.decode_latent(f_hat, pitch).float()
+            return self.tokenizer.decode_latent(f_hat, pitch, weights).float()
 
     @staticmethod
     def condition_key(request: NoteRequest) -> str:
@@ -307,7 +307,7 @@ class NoteGenerator:
         while len(self._coarse) > self._coarse_cache_size:
             self._coarse.popitem(last=False)
 
-    def _generate_without_cache(self, requests, cond, uncond, guidance, generators, pitch):
+    def _generate_without_cache(self, requests, cond, uncond, guidance, generators, pitch, weights):
         """Reference path: recompute the whole prefix at every scale (no KV cache)."""
         ar, q = self.autoregressor, self.quantizer
         indices: list[torch.Tensor] = []
@@ -325,7 +325,7 @@ class NoteGenerator:
             idx = self._sample(logits, requests, generators(k)).reshape(-1, *q.scales[k])
             indices.append(idx)
             f_hat = q.add_scale(f_hat, k, idx)
-        return self._decode(f_hat, pitch)
+        return self._decode(f_hat, pitch, weights)
 
     def _full_prefix_logits(self, x: torch.Tensor, cond: torch.Tensor, hi: int) -> torch.Tensor:
         ar = self.autoregressor

@@ -247,3 +247,26 @@ def test_training_can_start_from_shipped_weights(tmp_path):
     wider = build_autoregressor(other, q.scales, q.dim, q.codebook_size)
     with pytest.raises(MarsError, match="another autoregressor architecture"):
         start_from(wider, {"init": str(path)}, q)
+
+
+def test_a_tokenizer_with_an_instrument_prior_decodes_with_the_requests_instrument():
+    from dataclasses import replace
+
+    from mars_model.tokenizer import build_tokenizer
+    from tests.tiny_models import TINY_TOKENIZER
+
+    tok = build_tokenizer(replace(TINY_TOKENIZER, instrument_prior=True)).eval()
+    with torch.no_grad():
+        for film in tok.decoder.film:
+            film.proj.weight.normal_(std=0.5)
+    gen = NoteGenerator(tok, tiny_autoregressor(), [0, 1, 2], (40, 80), "prior", vocoder_iters=1, coarse_scales=0)
+    _randomise_condition(gen.autoregressor)
+    reqs = [NoteRequest(1, 60, 100, seed=3), NoteRequest({1: 0.5, 2: 0.5}, 64, 90, seed=4)]
+    cached = gen.generate_spectrograms(reqs)
+    assert torch.allclose(cached, gen.generate_spectrograms(reqs, use_kv_cache=False), atol=1e-5)
+    # The same tokens decoded as another instrument differ: the decoder hears the request.
+    f_hat = tok.quantizer.indices_to_latent(tok.encode(cached, torch.tensor([60, 64])))
+    pitch = torch.tensor([60, 64])
+    as_1 = tok.decode_latent(f_hat, pitch, torch.tensor([1, 1]))
+    as_2 = tok.decode_latent(f_hat, pitch, torch.tensor([2, 2]))
+    assert not torch.allclose(as_1, as_2)

@@ -34,3 +34,16 @@ def test_the_probe_is_at_chance_when_the_labels_are_shuffled():
     predict = diagnose.train_probe(x, shuffled, n_classes=4, epochs=8)
     x_new, y_new = _latents(256, seed=1)
     assert (predict(x_new) == y_new).float().mean() < 0.4  # chance is 0.25
+
+
+def test_the_label_swap_always_names_another_family():
+    import yaml
+
+    from mars_model.data.build import FamilyMap
+
+    root = Path(__file__).resolve().parent.parent
+    programs = yaml.safe_load((root / "mars_model/configs/tokenizer.yaml").read_text())["data"]["programs"]
+    family = {p: info.family for p, info in FamilyMap.load().programs.items()}
+    swap = diagnose.swapped_programs(programs)
+    assert sorted(swap) == sorted(programs) and sorted(swap.values()) == sorted(programs)
+    assert all(family[p] != family[q] for p, q in swap.items())

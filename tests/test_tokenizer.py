@@ -1,6 +1,7 @@
 """The shared multi-scale tokenizer and the training loop it uses."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -75,8 +76,8 @@ def test_dead_codes_are_restarted():
 
 def _dataset(n=24, seed=0):
     gen = torch.Generator().manual_seed(seed)
-    return [{"spec": torch.randn(1, 32, 64, generator=gen).clamp(-1, 1), "pitch": torch.tensor(48 + i)}
-            for i in range(n)]  # fmt: skip
+    return [{"spec": torch.randn(1, 32, 64, generator=gen).clamp(-1, 1), "pitch": torch.tensor(48 + i),
+             "instrument": torch.tensor(i % 4)} for i in range(n)]  # fmt: skip
 
 
 def _config(steps=6):
@@ -212,3 +213,46 @@ def test_pitch_prior_needs_the_pitch():
     low = tok(spec, torch.tensor([40]))[0]
     high = tok(spec, torch.tensor([80]))[0]
     assert not torch.allclose(low, high), "the decoder uses the pitch"
+
+
+def test_instrument_prior_starts_as_the_identity_and_needs_the_instrument():
+    with_prior = build_tokenizer(replace(TINY_TOKENIZER, instrument_prior=True)).eval()
+    with_prior.load_state_dict(tiny_tokenizer().state_dict(), strict=False)
+    spec, pitch = torch.randn(2, 1, 32, 64), torch.tensor([50, 70])
+    with pytest.raises(MarsError, match="instrument prior"):
+        with_prior(spec, pitch)
+    programs = torch.tensor([0, 48])
+    recon = with_prior(spec, pitch, programs)[0]
+    assert torch.allclose(recon, tiny_tokenizer()(spec, pitch)[0], atol=1e-6), "FiLM layers start at zero"
+    # [B] programs, [B, 128] one-hot and a shorter weight table (a small autoregressor's) agree.
+    one_hot = torch.nn.functional.one_hot(programs, 128).float()
+    with torch.no_grad():
+        for film in with_prior.decoder.film:
+            film.proj.weight.normal_()
+        latent = torch.randn(2, 8, 4, 8)
+        by_index = with_prior.decode_latent(latent, pitch, programs)
+        assert torch.allclose(by_index, with_prior.decode_latent(latent, pitch, one_hot), atol=1e-6)
+        assert torch.allclose(by_index, with_prior.decode_latent(latent, pitch, one_hot[:, :49]), atol=1e-6)
+        other = with_prior.decode_latent(latent, pitch, torch.tensor([5, 5]))
+        assert not torch.allclose(other, by_index), "the decoder uses the instrument"
+
+
+def test_a_finetune_may_add_the_instrument_prior_and_keeps_every_token(tmp_path):
+    data, config = _dataset(), _config(steps=8)
+    config["tokenizer"]["instrument_prior"] = True
+    config["finetune"] = {"init": str(_shipped_tiny(tmp_path)), "freeze": ["encoder", "quantizer"]}
+    model = build_tokenizer(TokenizerConfig.from_dict(config["tokenizer"]), seed=5)
+    apply_finetune(model, config["finetune"])
+    specs, pitch = torch.stack([d["spec"] for d in data]), torch.stack([d["pitch"] for d in data])
+    tokens_before = model.encode(specs, pitch)
+    train(model.train(), reconstruction_loss({"vq": 0.0}, TINY_SPECTRAL), data, config, tmp_path / "run", quiet=True)
+    model.eval()
+    assert all(torch.equal(a, b) for a, b in zip(model.encode(specs, pitch), tokens_before, strict=True))
+    latent = model.quantizer.indices_to_latent(tokens_before)[:2]
+    as_0 = model.decode_latent(latent, pitch[:2], torch.tensor([0, 0]))
+    as_1 = model.decode_latent(latent, pitch[:2], torch.tensor([1, 1]))
+    assert not torch.allclose(as_0, as_1), "training moved the instrument embeddings and FiLM layers"
+    # Anything else that differs from the init's config is still refused.
+    config["tokenizer"]["beta"] = 0.5
+    with pytest.raises(MarsError, match="only instrument_prior may be turned on"):
+        apply_finetune(build_tokenizer(TokenizerConfig.from_dict(config["tokenizer"])), config["finetune"])

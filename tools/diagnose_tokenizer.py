@@ -14,6 +14,12 @@ For a seeded sample of notes of the train split and of the held-out valid and te
   of every train note, scored on each split. When the probe reads the family from held-out
   tokens about as well as the classifier does from real spectrograms, the tokens carry the
   instrument and what is lost is lost in the decoder.
+
+With a tokenizer whose decoder has the instrument prior (``instrument_prior: true``), two more
+columns show how much of the instrument comes from that label and how much from the tokens:
+each note is decoded once more as another program of another family (three places further in
+the program list), and the classifier's family is checked against the note's own family
+("swap: tokens win") and the swapped-in family ("swap: label wins").
 """
 
 from __future__ import annotations
@@ -69,12 +75,21 @@ def train_probe(x, y, n_classes, epochs=20, seed=0):
     return predict
 
 
-def split_row(tok, clf, perceptual, probe, notes, idx):
+def swapped_programs(programs):
+    """``{program: another program of another family}``: three places on in the list, which
+    holds each family's (at most three) programs next to each other."""
+    return {p: programs[(i + 3) % len(programs)] for i, p in enumerate(programs)}
+
+
+def split_row(tok, clf, perceptual, probe, notes, idx, swap=None, family_of=None):
     """Classifier and token-probe accuracies, L1 and perceptual distance for the notes ``idx``
-    of one split (each note encoded once: the probe reads the latent the decoder decodes)."""
+    of one split (each note encoded once: the probe reads the latent the decoder decodes).
+    With ``swap`` (program -> program) and ``family_of`` (program -> family), also the
+    family heard when each note is decoded as its swapped program."""
     specs, cond = notes.spectrograms(), notes.conditions
-    fam, pit = cond["instrument_family"][idx], cond["pitch"][idx]
-    hits = {"real family": 0, "real pitch": 0, "recon family": 0, "recon pitch": 0, "token probe family": 0}
+    fam, pit, inst = cond["instrument_family"][idx], cond["pitch"][idx], cond["instrument"][idx]
+    hits = {"real family": 0, "real pitch": 0, "recon family": 0, "recon pitch": 0, "token probe family": 0,
+            "swap: tokens win": 0, "swap: label wins": 0}  # fmt: skip
     l1, dist = [], []
     with torch.no_grad():
         for s in range(0, len(idx), 32):
@@ -82,12 +97,17 @@ def split_row(tok, clf, perceptual, probe, notes, idx):
             x = torch.from_numpy(np.stack([np.asarray(specs[i], dtype=np.float32) for i in part]))[:, None]
             pitch = torch.from_numpy(pit[s : s + 32])
             latent = quantized(tok, x, pitch)
-            recon = tok.decode_latent(latent, pitch)
+            recon = tok.decode_latent(latent, pitch, torch.from_numpy(inst[s : s + 32]))
             hits["token probe family"] += int((probe(latent).numpy() == fam[s : s + 32]).sum())
             for name, spec in (("real", x), ("recon", recon)):
                 p_logits, f_logits = clf(spec[:, 0])
                 hits[f"{name} family"] += int((f_logits.argmax(1).numpy() == fam[s : s + 32]).sum())
                 hits[f"{name} pitch"] += int((p_logits.argmax(1).numpy() == pit[s : s + 32]).sum())
+            if swap is not None:
+                other = np.array([swap[int(i)] for i in inst[s : s + 32]])
+                heard = clf(tok.decode_latent(latent, pitch, torch.from_numpy(other))[:, 0])[1].argmax(1).numpy()
+                hits["swap: tokens win"] += int((heard == fam[s : s + 32]).sum())
+                hits["swap: label wins"] += int((heard == np.array([family_of[int(o)] for o in other])).sum())
             l1.append(float((recon - x).abs().mean()) * len(part))
             dist.append(float(perceptual(recon, x)) * len(part))
     row = {k: v / len(idx) for k, v in hits.items()}
@@ -106,6 +126,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from mars_model.data.build import FamilyMap
     from mars_model.data.noteset import NoteSet
     from mars_model.errors import MarsError
     from mars_model.eval.classifier import FAMILIES, load_classifier
@@ -127,12 +148,17 @@ def main(argv=None) -> int:
     probe = train_probe(latents(tok, train.spectrograms(), train.conditions["pitch"]),
                         torch.from_numpy(train.conditions["instrument_family"]).long(), len(FAMILIES), seed=args.seed)  # fmt: skip
     cols = ("real family", "recon family", "token probe family", "real pitch", "recon pitch", "L1", "perceptual")
+    swap = family_of = None
+    if tok.config.instrument_prior:
+        swap = swapped_programs(sorted({int(p) for p in train.conditions["instrument"]}))
+        family_of = {p: info.family_index for p, info in FamilyMap.load().programs.items()}
+        cols += ("swap: tokens win", "swap: label wins")
     print("| split | notes | " + " | ".join(cols) + " |")
     print("| --- | ---: |" + " ---: |" * len(cols))
     for name, notes in splits.items():
         idx = np.sort(np.random.default_rng(args.seed).permutation(len(notes))[: args.notes])
         print(f"{name}: {len(idx)} notes ...", file=sys.stderr)
-        row = split_row(tok, clf, perceptual, probe, notes, idx)
+        row = split_row(tok, clf, perceptual, probe, notes, idx, swap, family_of)
         cells = [f"{row[c]:.4f}" if c in ("L1", "perceptual") else f"{100 * row[c]:.1f} %" for c in cols]
         print(f"| {name} | {len(idx)} | " + " | ".join(cells) + " |", flush=True)
     return 0

@@ -89,7 +89,8 @@ def main(argv=None) -> int:
             for start in range(0, len(rows), 16):
                 x = torch.from_numpy(np.asarray(specs_all[rows[start : start + 16]], dtype=np.float32))[:, None]
                 pitch = torch.from_numpy(notes.conditions["pitch"][rows[start : start + 16]])
-                out, indices, _ = tokenizer(x, pitch)
+                instrument = torch.from_numpy(notes.conditions["instrument"][rows[start : start + 16]])
+                out, indices, _ = tokenizer(x, pitch, instrument)
                 recon.append(out[:, 0].numpy())
                 for idx in indices:
                     used.update(idx.flatten().tolist())

@@ -33,6 +33,10 @@ class TokenizerConfig:
         pitch_prior: feed a harmonic comb of the note's pitch (see :func:`harmonic_comb`) to the
             encoder and the decoder's last level, so tokens need not carry harmonic positions.
             Encoding and decoding then need the pitch.
+        instrument_prior: condition the decoder (not the encoder, so tokens are unchanged) on
+            the note's instrument: an embedding of its GM program (or a weighted mix of
+            programs, as the autoregressor takes) scales and shifts the features after every
+            residual block. Decoding then needs the instrument.
     """
 
     cmx: tuple[int, int] = (16, 8)
@@ -45,6 +49,7 @@ class TokenizerConfig:
     n_refine: int = 4
     beta: float = 0.25
     pitch_prior: bool = False
+    instrument_prior: bool = False
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     @classmethod
@@ -119,12 +124,41 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
+#: GM programs an instrument prior can name (the autoregressor's table is the same size).
+N_INSTRUMENTS = 128
+
+
+def instrument_weights(instrument: torch.Tensor) -> torch.Tensor:
+    """``[B]`` GM programs -> one-hot ``[B, 128]``; ``[B, n]`` mixing weights over programs
+    ``0..n-1`` (n <= 128, as an autoregressor with a smaller table gives) -> ``[B, 128]``."""
+    if instrument.dim() == 1:
+        return nn.functional.one_hot(instrument.long(), N_INSTRUMENTS).float()
+    return nn.functional.pad(instrument.float(), (0, N_INSTRUMENTS - instrument.shape[1]))
+
+
+class FiLM(nn.Module):
+    """``h * (1 + scale(e)) + shift(e)`` per channel; zero-initialised, so it starts as the identity."""
+
+    def __init__(self, embed_dim: int, channels: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(embed_dim, 2 * channels)
+        nn.init.zeros_(self.proj.weight)
+        nn.init.zeros_(self.proj.bias)
+
+    def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        scale, shift = self.proj(e)[:, :, None, None].to(h.dtype).chunk(2, dim=1)
+        return h * (1 + scale) + shift
+
+
 class Decoder(nn.Module):
     """``[B, D, H, W]`` -> ``[B, C_cmx, F', T']`` (mirror of :class:`Encoder`).
 
     With the pitch prior, the CMX-multiplexed harmonic comb is projected and added at the
-    last level, followed by one more residual block that mixes it in.
+    last level, followed by one more residual block that mixes it in. With the instrument
+    prior, a :class:`FiLM` of the instrument's embedding follows every residual block.
     """
+
+    EMBED_DIM = 64
 
     def __init__(self, cfg: TokenizerConfig) -> None:
         super().__init__()
@@ -140,11 +174,31 @@ class Decoder(nn.Module):
         self.prior = nn.Conv2d(c_cmx, ch[-1], 3, padding=1) if cfg.pitch_prior else None
         self.mix = ResBlock(ch[-1]) if cfg.pitch_prior else nn.Identity()
         self.out = nn.Sequential(group_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], c_cmx, 3, padding=1))
+        self.instrument: nn.Embedding | None = None
+        if cfg.instrument_prior:
+            self.instrument = nn.Embedding(N_INSTRUMENTS, self.EMBED_DIM)
+            blocks = [m.body[-1].out_channels for m in [*self.net, self.mix] if isinstance(m, ResBlock)]
+            self.film = nn.ModuleList(FiLM(self.EMBED_DIM, width) for width in blocks)
 
-    def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None) -> torch.Tensor:
-        h = self.net(z)
+    def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None,
+                instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """``instrument``: ``[B, 128]`` mixing weights over GM programs (instrument prior only)."""
+        if self.instrument is None:
+            h = self.net(z)
+            if self.prior is not None:
+                h = self.mix(h + self.prior(comb))
+            return self.out(h)
+        e = instrument.to(self.instrument.weight.dtype) @ self.instrument.weight
+        films = iter(self.film)
+        h = z
+        for layer in self.net:
+            h = layer(h)
+            if isinstance(layer, ResBlock):
+                h = next(films)(h, e)
         if self.prior is not None:
             h = self.mix(h + self.prior(comb))
+            if isinstance(self.mix, ResBlock):
+                h = next(films)(h, e)
         return self.out(h)
 
 
@@ -178,22 +232,36 @@ class Tokenizer(nn.Module):
             raise MarsError("this tokenizer has a pitch prior: pass the notes' pitches ([B] MIDI)")
         return multiplex(harmonic_comb(pitch, self.config.spectral), self.config.cmx)
 
+    def _instrument(self, instrument: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """``[B, 128]`` instrument weights (None without the instrument prior)."""
+        if not self.config.instrument_prior:
+            return None
+        if instrument is None or len(instrument) != batch:
+            from mars_model.errors import MarsError
+
+            raise MarsError("this tokenizer has an instrument prior: pass the notes' instruments "
+                            "([B] GM programs or [B, 128] weights)")  # fmt: skip
+        return instrument_weights(instrument)
+
     def encode_latent(self, spec: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 1, F, T]`` log-spectrogram (and ``[B]`` pitches) -> continuous latent ``[B, D, H, W]``."""
         x = multiplex(spec, self.config.cmx)
         comb = self._comb(pitch, len(spec))
         return self.encoder(x if comb is None else torch.cat([x, comb], dim=1))
 
-    def decode_latent(self, f_hat: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
-        """Latent ``[B, D, H, W]`` (and ``[B]`` pitches) -> ``[B, 1, F, T]`` log-spectrogram."""
-        return demultiplex(self.decoder(f_hat, self._comb(pitch, len(f_hat))), self.config.cmx)
+    def decode_latent(self, f_hat: torch.Tensor, pitch: torch.Tensor | None = None,
+                      instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Latent ``[B, D, H, W]`` (and ``[B]`` pitches, instruments) -> ``[B, 1, F, T]`` log-spectrogram."""
+        n = len(f_hat)
+        out = self.decoder(f_hat, self._comb(pitch, n), self._instrument(instrument, n))
+        return demultiplex(out, self.config.cmx)
 
-    def forward(self, spec: torch.Tensor, pitch: torch.Tensor | None = None):
+    def forward(self, spec: torch.Tensor, pitch: torch.Tensor | None = None, instrument: torch.Tensor | None = None):
         """Reconstruct ``spec`` ``[B, 1, F, T]``; returns ``(recon, indices per scale, vq_loss)``."""
         codes_fixed = {"encoder", "quantizer"} <= set(self.frozen)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not codes_fixed):
             f_hat, indices, vq_loss = self.quantizer(self.encode_latent(spec, pitch))
-        return self.decode_latent(f_hat, pitch), indices, vq_loss
+        return self.decode_latent(f_hat, pitch, instrument), indices, vq_loss
 
     @torch.no_grad()
     def encode(self, spec: torch.Tensor, pitch: torch.Tensor | None = None) -> list[torch.Tensor]:
@@ -202,9 +270,10 @@ class Tokenizer(nn.Module):
         return indices
 
     @torch.no_grad()
-    def decode(self, indices: Sequence[torch.Tensor], pitch: torch.Tensor | None = None) -> torch.Tensor:
+    def decode(self, indices: Sequence[torch.Tensor], pitch: torch.Tensor | None = None,
+               instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Token maps of all scales -> ``[B, 1, F, T]`` log-spectrogram."""
-        return self.decode_latent(self.quantizer.indices_to_latent(indices), pitch)
+        return self.decode_latent(self.quantizer.indices_to_latent(indices), pitch, instrument)
 
 
 def build_tokenizer(config: TokenizerConfig, seed: int = 0) -> Tokenizer:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,7 @@ def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig |
 
     def loss_fn(model, batch, step):
         spec = batch["spec"]
-        recon, _, vq = model(spec, batch.get("pitch"))
+        recon, _, vq = model(spec, batch.get("pitch"), batch.get("instrument"))
         l1, l2 = F.l1_loss(recon, spec), F.mse_loss(recon, spec)
         loss = w["l1"] * l1 + w["l2"] * l2 + w["vq"] * vq
         metrics = {"l1": l1.item(), "vq": vq.item()}
@@ -102,10 +103,19 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     blob = finetune_init(section, KIND, allowed=("init", "freeze"))
     if blob is None:
         return
-    if blob["config"]["tokenizer"] != model.config.to_dict():
+    init_cfg = TokenizerConfig.from_dict(blob["config"]["tokenizer"], where=f"{section['init']}: tokenizer")
+    # The one change a fine-tune may make: add the instrument prior (its layers start as identities).
+    adds_instrument = model.config.instrument_prior and not init_cfg.instrument_prior
+    if adds_instrument:
+        init_cfg = replace(init_cfg, instrument_prior=True)
+    if init_cfg != model.config:
         raise MarsError(f"finetune.init {section['init']}: trained with a different tokenizer config "
-                        "than this config's tokenizer section (copy that section from the weights' config)")  # fmt: skip
-    model.load_state_dict(blob["state"])
+                        "than this config's tokenizer section (copy that section from the weights' config; "
+                        "only instrument_prior may be turned on)")  # fmt: skip
+    missing, unexpected = model.load_state_dict(blob["state"], strict=False)
+    new_layers = [k for k in missing if k.startswith(("decoder.instrument.", "decoder.film."))] if adds_instrument else []
+    if unexpected or len(new_layers) != len(missing):
+        raise MarsError(f"finetune.init {section['init']}: weights do not match its tokenizer config")
     freeze = list(section.get("freeze", []))
     bad = [name for name in freeze if name not in FREEZABLE]
     if bad:
@@ -126,12 +136,13 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     model = build_tokenizer(tok_cfg, seed=train_cfg.seed)
     apply_finetune(model, config.get("finetune"))
     pitches = torch.from_numpy(notes.conditions["pitch"])
+    instruments = torch.from_numpy(notes.conditions["instrument"])
 
     def fetch(idx):
         idx = np.sort(idx)
         device = next(model.parameters()).device
         batch = torch.from_numpy(specs[idx].astype(np.float32))[:, None]
-        return {"spec": batch.to(device), "pitch": pitches[idx].to(device)}
+        return {"spec": batch.to(device), "pitch": pitches[idx].to(device), "instrument": instruments[idx].to(device)}
 
     train(model, reconstruction_loss(config.get("loss", {}), tok_cfg.spectral), notes, config, run_dir, device=device,
           fetch=fetch, quiet=quiet, stop_after=stop_after)  # fmt: skip
