@@ -37,9 +37,6 @@ class TokenizerConfig:
             the note's instrument: an embedding of its GM program (or a weighted mix of
             programs, as the autoregressor takes) scales and shifts the features after every
             residual block. Decoding then needs the instrument.
-        instrument_by_frequency: with the instrument prior, let that scale and shift vary along
-            the frequency axis too (one per channel and row of the feature map), so the
-            instrument can shape a spectral envelope; without it, one per channel.
     """
 
     cmx: tuple[int, int] = (16, 8)
@@ -53,7 +50,6 @@ class TokenizerConfig:
     beta: float = 0.25
     pitch_prior: bool = False
     instrument_prior: bool = False
-    instrument_by_frequency: bool = False
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     @classmethod
@@ -84,8 +80,6 @@ class TokenizerConfig:
             raise MarsError(f"{where}.cmx {self.cmx} does not divide the spectrogram {f}x{t}")
         if len(self.strides) != len(self.channels) - 1:
             raise MarsError(f"{where}.strides needs {len(self.channels) - 1} entries, one per level change")
-        if self.instrument_by_frequency and not self.instrument_prior:
-            raise MarsError(f"{where}.instrument_by_frequency needs instrument_prior: true")
         if tuple(self.scales[-1]) != self.latent_grid:
             raise MarsError(f"{where}.scales must end at the latent grid {self.latent_grid}, got {self.scales[-1]}")
 
@@ -143,19 +137,16 @@ def instrument_weights(instrument: torch.Tensor) -> torch.Tensor:
 
 
 class FiLM(nn.Module):
-    """``h * (1 + scale(e)) + shift(e)`` for ``h`` ``[B, C, H, W]``: per channel (``rows=1``) or per
-    channel and row (``rows=H``). Zero-initialised, so it starts as the identity."""
+    """``h * (1 + scale(e)) + shift(e)`` per channel; zero-initialised, so it starts as the identity."""
 
-    def __init__(self, embed_dim: int, channels: int, rows: int = 1) -> None:
+    def __init__(self, embed_dim: int, channels: int) -> None:
         super().__init__()
-        self.channels, self.rows = channels, rows
-        self.proj = nn.Linear(embed_dim, 2 * channels * rows)
+        self.proj = nn.Linear(embed_dim, 2 * channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
     def forward(self, h: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        film = self.proj(e).reshape(len(e), 2 * self.channels, self.rows, 1).to(h.dtype)
-        scale, shift = film.chunk(2, dim=1)
+        scale, shift = self.proj(e)[:, :, None, None].to(h.dtype).chunk(2, dim=1)
         return h * (1 + scale) + shift
 
 
@@ -186,14 +177,8 @@ class Decoder(nn.Module):
         self.instrument: nn.Embedding | None = None
         if cfg.instrument_prior:
             self.instrument = nn.Embedding(N_INSTRUMENTS, self.EMBED_DIM)
-            # (channels, rows) of the feature map after every residual block, the mix included.
-            blocks, height = [], cfg.latent_grid[0]
-            for m in [*self.net, self.mix]:
-                if isinstance(m, ResBlock):
-                    blocks.append((m.body[-1].out_channels, height if cfg.instrument_by_frequency else 1))
-                elif isinstance(m, Upsample):
-                    height *= m.stride[0]
-            self.film = nn.ModuleList(FiLM(self.EMBED_DIM, width, rows) for width, rows in blocks)
+            blocks = [m.body[-1].out_channels for m in [*self.net, self.mix] if isinstance(m, ResBlock)]
+            self.film = nn.ModuleList(FiLM(self.EMBED_DIM, width) for width in blocks)
 
     def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None,
                 instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip

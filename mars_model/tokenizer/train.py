@@ -107,7 +107,7 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     # The one change a fine-tune may make: add the instrument prior (its layers start as identities).
     adds_instrument = model.config.instrument_prior and not init_cfg.instrument_prior
     if adds_instrument:
-        init_cfg = replace(init_cfg, instrument_prior=True, instrument_by_frequency=model.config.instrument_by_frequency)
+        init_cfg = replace(init_cfg, instrument_prior=True)
     if init_cfg != model.config:
         raise MarsError(f"finetune.init {section['init']}: trained with a different tokenizer config "
                         "than this config's tokenizer section (copy that section from the weights' config; "
