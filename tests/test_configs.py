@@ -1,5 +1,6 @@
 """The shipped training configs parse, and the tokenizer chain that made the shipped weights agrees."""
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,13 +28,18 @@ def test_every_config_parses(name):
         ARConfig.from_dict(config["autoregressor"])
 
 
+#: The decoder fine-tunes, in order; from round 7 on the decoder also has the instrument prior.
+ROUNDS = ["tokenizer_decoder.yaml", *(f"tokenizer_decoder{n}.yaml" for n in range(2, 10))]
+
+
 def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_match_it():
     base = TokenizerConfig.from_dict(load("tokenizer.yaml")["tokenizer"])
-    for name in ("tokenizer_decoder.yaml", "tokenizer_decoder2.yaml", "tokenizer_decoder3.yaml",
-                 "tokenizer_decoder4.yaml", "tokenizer_decoder5.yaml", "tokenizer_decoder6.yaml"):
+    with_instrument = replace(base, instrument_prior=True)
+    for round_, name in enumerate(ROUNDS, start=1):
         config = load(name)
-        assert TokenizerConfig.from_dict(config["tokenizer"]) == base, name
+        assert TokenizerConfig.from_dict(config["tokenizer"]) == (base if round_ < 7 else with_instrument), name
         assert config["finetune"]["freeze"] == ["encoder", "quantizer"], name
         assert config["data"] == load("tokenizer.yaml")["data"], name
+        assert config["finetune"]["init"] == ("runs/tokenizer_base.pt" if round_ == 1 else f"runs/tokenizer_dec{round_ - 1}.pt")
     shipped = load_weights(shipped_path("tokenizer.pt"), "tokenizer")
-    assert shipped["config"]["tokenizer"] == base.to_dict()
+    assert shipped["config"]["tokenizer"] == with_instrument.to_dict()
