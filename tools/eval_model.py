@@ -87,10 +87,10 @@ def main(argv=None) -> int:
         started = time.perf_counter()
         with torch.no_grad():
             for start in range(0, len(rows), 16):
-                x = torch.from_numpy(np.asarray(specs_all[rows[start : start + 16]], dtype=np.float32))[:, None]
-                pitch = torch.from_numpy(notes.conditions["pitch"][rows[start : start + 16]])
-                instrument = torch.from_numpy(notes.conditions["instrument"][rows[start : start + 16]])
-                out, indices, _ = tokenizer(x, pitch, instrument)
+                batch = rows[start : start + 16]
+                x = torch.from_numpy(np.asarray(specs_all[batch], dtype=np.float32))[:, None]
+                pitch = torch.from_numpy(notes.conditions["pitch"][batch])
+                out, indices, _ = tokenizer(x, pitch, torch.from_numpy(notes.conditions["instrument"][batch]))
                 recon.append(out[:, 0].numpy())
                 for idx in indices:
                     used.update(idx.flatten().tolist())

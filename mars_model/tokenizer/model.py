@@ -183,21 +183,17 @@ class Decoder(nn.Module):
     def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None,
                 instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """``instrument``: ``[B, 128]`` mixing weights over GM programs (instrument prior only)."""
-        if self.instrument is None:
-            h = self.net(z)
-            if self.prior is not None:
-                h = self.mix(h + self.prior(comb))
-            return self.out(h)
-        e = instrument.to(self.instrument.weight.dtype) @ self.instrument.weight
-        films = iter(self.film)
+        films, e = None, None
+        if self.instrument is not None:  # one FiLM per residual block, in order
+            films, e = iter(self.film), instrument.to(self.instrument.weight.dtype) @ self.instrument.weight
         h = z
         for layer in self.net:
             h = layer(h)
-            if isinstance(layer, ResBlock):
+            if films is not None and isinstance(layer, ResBlock):
                 h = next(films)(h, e)
-        if self.prior is not None:
+        if self.prior is not None:  # the pitch prior, mixed in by one more residual block
             h = self.mix(h + self.prior(comb))
-            if isinstance(self.mix, ResBlock):
+            if films is not None:
                 h = next(films)(h, e)
         return self.out(h)
 
