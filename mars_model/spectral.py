@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 DB_FLOOR = -100.0
 DB_SCALE = 50.0
@@ -414,3 +415,31 @@ def log_spectral_distance(
         torch.log10(target_mag.clamp_min(floor)) - torch.log10(estimate_mag.clamp_min(floor))
     )
     return diff.pow(2).mean(dim=1).sqrt().mean(dim=1)
+
+
+def pitch_shift_log_spectrogram(logspec: torch.Tensor, semitones: torch.Tensor) -> torch.Tensor:
+    """Shift each item's frequency axis by a number of semitones (augmentation for training).
+
+    A bin ``f`` of the result reads the input at ``f / 2 ** (s / 12)``, linearly
+    interpolated: every partial moves to ``2 ** (s / 12)`` times its frequency, as when a
+    sample player transposes a recording, but the time axis is left alone (the note keeps
+    its length). Bins whose source lies above the top bin get the -100 dB floor.
+
+    Args:
+        logspec: ``[B, C, F, T]`` normalised log-magnitude (:meth:`SpectralFrontEnd.magnitude_to_log`).
+        semitones: ``[B]`` shifts (float or int; 0 leaves the item unchanged).
+
+    Returns:
+        ``[B, C, F, T]``.
+    """
+    b, _, n_bins, n_frames = logspec.shape
+    ratio = 2.0 ** (semitones.to(logspec.device, torch.float32) / 12.0)
+    bins = torch.arange(n_bins, device=logspec.device, dtype=torch.float32)
+    source = bins[None, :] / ratio[:, None]  # [B, F] fractional input bin of every output bin
+    y = (2.0 * source / (n_bins - 1) - 1.0)[:, :, None].expand(b, n_bins, n_frames)
+    x = torch.linspace(-1.0, 1.0, n_frames, device=logspec.device)[None, None, :].expand(b, n_bins, n_frames)
+    grid = torch.stack([x, y], dim=-1).to(logspec.dtype)
+    # grid_sample pads with zeros; sampling (x + 1) and subtracting 1 pads with the floor (-1).
+    shifted = F.grid_sample(logspec + 1.0, grid, mode="bilinear", padding_mode="zeros", align_corners=True) - 1.0
+    keep = (semitones == 0).to(logspec.device)[:, None, None, None]
+    return torch.where(keep, logspec, shifted)

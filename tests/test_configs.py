@@ -8,6 +8,7 @@ import yaml
 
 from mars_model.autoregressor import ARConfig
 from mars_model.tokenizer import TokenizerConfig
+from mars_model.tokenizer.train import AugmentConfig
 from mars_model.training import TrainConfig
 from mars_model.weights_io import load_weights, shipped_path
 
@@ -26,10 +27,12 @@ def test_every_config_parses(name):
         TokenizerConfig.from_dict(config["tokenizer"]).check()
     if "autoregressor" in config:
         ARConfig.from_dict(config["autoregressor"])
+    AugmentConfig.from_dict(config.get("augment"))
 
 
-#: The decoder fine-tunes, in order; from round 7 on the decoder also has the instrument prior.
-ROUNDS = ["tokenizer_decoder.yaml", *(f"tokenizer_decoder{n}.yaml" for n in range(2, 10))]
+#: The decoder fine-tunes, in order; from round 7 on the decoder also has the instrument prior,
+#: and round 10 adds transposition augmentation.
+ROUNDS = ["tokenizer_decoder.yaml", *(f"tokenizer_decoder{n}.yaml" for n in range(2, 11))]
 
 
 def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_match_it():
@@ -41,5 +44,6 @@ def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_matc
         assert config["finetune"]["freeze"] == ["encoder", "quantizer"], name
         assert config["data"] == load("tokenizer.yaml")["data"], name
         assert config["finetune"]["init"] == ("runs/tokenizer_base.pt" if round_ == 1 else f"runs/tokenizer_dec{round_ - 1}.pt")
+        assert AugmentConfig.from_dict(config.get("augment")).pitch_shift == (2 if round_ == 10 else 0), name
     shipped = load_weights(shipped_path("tokenizer.pt"), "tokenizer")
     assert shipped["config"]["tokenizer"] == with_instrument.to_dict()

@@ -256,3 +256,41 @@ def test_a_finetune_may_add_the_instrument_prior_and_keeps_every_token(tmp_path)
     config["tokenizer"]["beta"] = 0.5
     with pytest.raises(MarsError, match="only instrument_prior may be turned on"):
         apply_finetune(build_tokenizer(TokenizerConfig.from_dict(config["tokenizer"])), config["finetune"])
+
+
+def test_pitch_shift_moves_every_harmonic_and_pads_with_the_floor():
+    from mars_model.spectral import SpectralConfig, pitch_shift_log_spectrogram
+
+    cfg = SpectralConfig()
+    low, high = harmonic_comb(torch.tensor([45, 57]), cfg) * 2.0 - 1.0  # A2 and A3, in [-1, 1]
+    up, same, down = pitch_shift_log_spectrogram(torch.stack([low, low, high]), torch.tensor([12, 0, -12]))
+    assert torch.equal(same, low)
+    # An octave up lands the A2 comb's partials on the A3 comb's. Stretching the frequency axis
+    # also doubles each bump's width (a real transposition keeps the window's width), hence 0.8.
+    peaks = high[0, :, 0] > 0.9
+    assert (up[0, peaks, 0] > 0.5).all()
+    assert torch.corrcoef(torch.stack([up[0, :, 0], high[0, :, 0]]))[0, 1] > 0.8
+    # An octave down reads nothing above the top bin for the upper half: it gets the floor.
+    assert torch.equal(down[0, 257:], torch.full_like(down[0, 257:], -1.0))
+    assert torch.corrcoef(torch.stack([down[0, :256, 0], low[0, :256, 0]]))[0, 1] > 0.8
+
+
+def test_augment_draw_is_reproducible_bounded_and_checked():
+    from mars_model.tokenizer.train import AugmentConfig
+
+    aug = AugmentConfig.from_dict({"pitch_shift": 2, "probability": 0.5})
+    pitches, idx = np.full(4000, 60), np.arange(4000)
+    shifts = aug.draw(pitches, seed=0, idx=idx)
+    assert np.array_equal(shifts, aug.draw(pitches, seed=0, idx=idx))
+    assert not np.array_equal(shifts, aug.draw(pitches, seed=1, idx=idx))
+    assert set(np.unique(shifts)) == {-2, -1, 0, 1, 2}
+    assert abs((shifts != 0).mean() - 0.5) < 0.03
+    edge = aug.draw(np.array([0, 127] * 200), seed=0, idx=np.arange(400))
+    assert (edge[0::2] >= 0).all() and (edge[1::2] <= 0).all()  # never below MIDI 0 or above 127
+    assert not AugmentConfig.from_dict(None).draw(pitches, 0, idx).any()
+    with pytest.raises(MarsError, match="pitch_shift must be 0..12"):
+        AugmentConfig.from_dict({"pitch_shift": 13})
+    with pytest.raises(MarsError, match=r"probability must be in \[0, 1\]"):
+        AugmentConfig.from_dict({"pitch_shift": 1, "probability": 2})
+    with pytest.raises(MarsError, match="augment: unknown key"):
+        AugmentConfig.from_dict({"semitones": 1})

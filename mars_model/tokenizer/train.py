@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +14,12 @@ import torch.nn.functional as F
 
 from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
-from mars_model.spectral import SpectralConfig, SpectralFrontEnd, log_frequency_filterbank
+from mars_model.spectral import (
+    SpectralConfig,
+    SpectralFrontEnd,
+    log_frequency_filterbank,
+    pitch_shift_log_spectrogram,
+)
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
 from mars_model.tokenizer.perceptual import load_perceptual
 from mars_model.training import TrainConfig, dataclass_from_dict, finetune_init, restore_run, train
@@ -126,6 +131,48 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     model.frozen = tuple(freeze)
 
 
+@dataclass
+class AugmentConfig:
+    """Data augmentation for tokenizer training (the config's optional ``augment:`` section).
+
+    Args:
+        pitch_shift: largest transposition in semitones, either way (0 = off). A chosen note is
+            moved by a non-zero whole number of semitones drawn uniformly from
+            ``[-pitch_shift, pitch_shift]`` (:func:`pitch_shift_log_spectrogram`) and its pitch
+            label moves with it. The split holds out whole (instrument, pitch) pairs, so the
+            decoder must render pitches of an instrument it never heard; transposed neighbours
+            are what a sample player would play there.
+        probability: chance that a note of a batch is transposed.
+    """
+
+    pitch_shift: int = 0
+    probability: float = 0.5
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> AugmentConfig:
+        cfg = dataclass_from_dict(cls, raw or {}, "augment")
+        if not 0 <= cfg.pitch_shift <= 12:
+            raise MarsError(f"augment.pitch_shift must be 0..12 semitones, got {cfg.pitch_shift}")
+        if not 0.0 <= cfg.probability <= 1.0:
+            raise MarsError(f"augment.probability must be in [0, 1], got {cfg.probability}")
+        return cfg
+
+    def draw(self, pitches: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
+        """Semitone shifts ``[B]`` for a batch (0 = as recorded), reproducible from the batch.
+
+        The generator is seeded by the run's seed and the batch's note indices, so a resumed
+        run draws exactly what the uninterrupted run drew.
+        """
+        if not self.pitch_shift:
+            return np.zeros(len(idx), dtype=np.int64)
+        rng = np.random.default_rng([seed, *map(int, idx)])
+        size = rng.integers(1, self.pitch_shift + 1, len(idx))
+        shifts = np.where(rng.random(len(idx)) < 0.5, -size, size)
+        shifts[rng.random(len(idx)) >= self.probability] = 0
+        shifts[(pitches + shifts < 0) | (pitches + shifts > 127)] = 0
+        return shifts
+
+
 def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
                     stop_after: int | None = None, device: torch.device | None = None) -> Tokenizer:  # fmt: skip
     """Train (or resume) a tokenizer as configured; returns the model after this call's steps."""
@@ -135,14 +182,19 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     specs = np.asarray(notes.spectrograms())  # the subset fits in memory; random access is then free
     model = build_tokenizer(tok_cfg, seed=train_cfg.seed)
     apply_finetune(model, config.get("finetune"))
-    pitches = torch.from_numpy(notes.conditions["pitch"])
+    augment = AugmentConfig.from_dict(config.get("augment"))
+    pitches = notes.conditions["pitch"].astype(np.int64)
     instruments = torch.from_numpy(notes.conditions["instrument"])
 
     def fetch(idx):
         idx = np.sort(idx)
         device = next(model.parameters()).device
         batch = torch.from_numpy(specs[idx].astype(np.float32))[:, None]
-        return {"spec": batch.to(device), "pitch": pitches[idx].to(device), "instrument": instruments[idx].to(device)}
+        shifts = augment.draw(pitches[idx], train_cfg.seed, idx)
+        if shifts.any():
+            batch = pitch_shift_log_spectrogram(batch, torch.from_numpy(shifts))
+        pitch = torch.from_numpy(pitches[idx] + shifts)
+        return {"spec": batch.to(device), "pitch": pitch.to(device), "instrument": instruments[idx].to(device)}
 
     train(model, reconstruction_loss(config.get("loss", {}), tok_cfg.spectral), notes, config, run_dir, device=device,
           fetch=fetch, quiet=quiet, stop_after=stop_after)  # fmt: skip
