@@ -31,8 +31,8 @@ def test_every_config_parses(name):
 
 
 #: The decoder fine-tunes, in order; from round 7 on the decoder also has the instrument prior,
-#: and round 10 adds transposition augmentation.
-ROUNDS = ["tokenizer_decoder.yaml", *(f"tokenizer_decoder{n}.yaml" for n in range(2, 11))]
+#: rounds 10 and 11 add transposition augmentation (up to 2, then 4 semitones).
+ROUNDS = ["tokenizer_decoder.yaml", *(f"tokenizer_decoder{n}.yaml" for n in range(2, 12))]
 
 
 def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_match_it():
@@ -44,6 +44,7 @@ def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_matc
         assert config["finetune"]["freeze"] == ["encoder", "quantizer"], name
         assert config["data"] == load("tokenizer.yaml")["data"], name
         assert config["finetune"]["init"] == ("runs/tokenizer_base.pt" if round_ == 1 else f"runs/tokenizer_dec{round_ - 1}.pt")
-        assert AugmentConfig.from_dict(config.get("augment")).pitch_shift == (2 if round_ == 10 else 0), name
+        assert AugmentConfig.from_dict(config.get("augment")).pitch_shift == {10: 2, 11: 4}.get(round_, 0), name
     shipped = load_weights(shipped_path("tokenizer.pt"), "tokenizer")
     assert shipped["config"]["tokenizer"] == with_instrument.to_dict()
+    assert shipped["meta"]["finetune"] == load(ROUNDS[-1])["finetune"]  # the last round made it
