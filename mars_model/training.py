@@ -75,6 +75,49 @@ class TrainConfig:
         return cfg
 
 
+@dataclass
+class AugmentConfig:
+    """Transposition augmentation (the optional ``augment:`` section of the tokenizer's and
+    the autoregressor's configs).
+
+    Args:
+        pitch_shift: largest transposition in semitones, either way (0 = off). A chosen note is
+            moved by a non-zero whole number of semitones drawn uniformly from
+            ``[-pitch_shift, pitch_shift]`` (:func:`mars_model.spectral.pitch_shift_log_spectrogram`)
+            and its pitch label moves with it. The split holds out whole (instrument, pitch)
+            pairs, so the models must make pitches of an instrument they never heard;
+            transposed neighbours are what a sample player would play there.
+        probability: chance that a note of a batch is transposed.
+    """
+
+    pitch_shift: int = 0
+    probability: float = 0.5
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any] | None) -> AugmentConfig:
+        cfg = dataclass_from_dict(cls, raw or {}, "augment")
+        if not 0 <= cfg.pitch_shift <= 12:
+            raise MarsError(f"augment.pitch_shift must be 0..12 semitones, got {cfg.pitch_shift}")
+        if not 0.0 <= cfg.probability <= 1.0:
+            raise MarsError(f"augment.probability must be in [0, 1], got {cfg.probability}")
+        return cfg
+
+    def draw(self, pitches: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
+        """Semitone shifts ``[B]`` for a batch (0 = as recorded), reproducible from the batch.
+
+        The generator is seeded by the run's seed and the batch's note indices, so a resumed
+        run draws exactly what the uninterrupted run drew.
+        """
+        if not self.pitch_shift:
+            return np.zeros(len(idx), dtype=np.int64)
+        rng = np.random.default_rng([seed, *map(int, idx)])
+        size = rng.integers(1, self.pitch_shift + 1, len(idx))
+        shifts = np.where(rng.random(len(idx)) < 0.5, -size, size)
+        shifts[rng.random(len(idx)) >= self.probability] = 0
+        shifts[(pitches + shifts < 0) | (pitches + shifts > 127)] = 0
+        return shifts
+
+
 def dataclass_from_dict(cls, raw: Mapping[str, Any] | None, where: str):
     """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a clear error."""
     raw = dict(raw or {})

@@ -270,3 +270,41 @@ def test_a_tokenizer_with_an_instrument_prior_decodes_with_the_requests_instrume
     as_1 = tok.decode_latent(f_hat, pitch, torch.tensor([1, 1]))
     as_2 = tok.decode_latent(f_hat, pitch, torch.tensor([2, 2]))
     assert not torch.allclose(as_1, as_2)
+
+
+def test_transposition_augmentation_trains_on_moved_notes_and_resumes_the_same(tmp_path):
+    import json
+
+    from mars_model.autoregressor.train import encode_split, train_autoregressor
+    from mars_model.data.noteset import NoteSet
+    from mars_model.spectral import SpectralFrontEnd, pitch_shift_log_spectrogram
+    from mars_model.weights_io import save_weights
+    from tests.tiny_models import TINY_AR, TINY_SPECTRAL, TINY_TOKENIZER, tiny_note_set
+
+    tiny_note_set(tmp_path / "data")
+    tok = tiny_tokenizer()
+    save_weights(tmp_path / "tok.pt", "tokenizer", {"tokenizer": TINY_TOKENIZER.to_dict()}, tok, half=False)
+    config = {"data": {"root": str(tmp_path / "data")}, "tokenizer": {"weights": str(tmp_path / "tok.pt")},
+              "augment": {"pitch_shift": 2, "probability": 0.75}, "autoregressor": TINY_AR.to_dict(),
+              "train": {"steps": 6, "batch_size": 4, "lr": 1e-3, "warmup": 1, "checkpoint_every": 3,
+                        "log_every": 1, "seed": 0}}  # fmt: skip
+    train_autoregressor(config, tmp_path / "straight", quiet=True)
+    train_autoregressor(config, tmp_path / "resumed", quiet=True, stop_after=3)
+    train_autoregressor(config, tmp_path / "resumed", quiet=True)
+
+    def losses(run):
+        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
+        return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
+
+    assert len(losses("straight")) == 6 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-5)
+    # One token table per shift, each the moved notes' own tokens (pitch label moved too).
+    caches = sorted(p.name for p in (tmp_path / "straight").glob("tokens-*.pt"))
+    assert len(caches) == 5 and sum("shift" in name for name in caches) == 4
+    notes = NoteSet(tmp_path / "data", "train", SpectralFrontEnd(TINY_SPECTRAL))
+    specs, pitches = np.asarray(notes.spectrograms()), notes.conditions["pitch"]
+    up = next((tmp_path / "straight").glob("tokens-*-shift+2.pt"))
+    moved = pitch_shift_log_spectrogram(torch.from_numpy(specs.astype(np.float32))[:, None], torch.full((len(specs),), 2))
+    expected = torch.cat([i.flatten(1) for i in tok.encode(moved, torch.from_numpy(pitches.astype(np.int64)) + 2)], 1)
+    assert torch.equal(torch.load(up).long(), expected)
+    assert torch.equal(encode_split(tok, specs, pitches), torch.load(next((tmp_path / "straight").glob("tokens-*-12.pt"))))
+    assert not torch.equal(torch.load(up), encode_split(tok, specs, pitches))

@@ -8,8 +8,7 @@ import yaml
 
 from mars_model.autoregressor import ARConfig
 from mars_model.tokenizer import TokenizerConfig
-from mars_model.tokenizer.train import AugmentConfig
-from mars_model.training import TrainConfig
+from mars_model.training import AugmentConfig, TrainConfig
 from mars_model.weights_io import load_weights, shipped_path
 
 CONFIGS = Path(__file__).resolve().parent.parent / "mars_model" / "configs"

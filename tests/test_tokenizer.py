@@ -276,7 +276,7 @@ def test_pitch_shift_moves_every_harmonic_and_pads_with_the_floor():
 
 
 def test_augment_draw_is_reproducible_bounded_and_checked():
-    from mars_model.tokenizer.train import AugmentConfig
+    from mars_model.training import AugmentConfig
 
     aug = AugmentConfig.from_dict({"pitch_shift": 2, "probability": 0.5})
     pitches, idx = np.full(4000, 60), np.arange(4000)
@@ -294,3 +294,23 @@ def test_augment_draw_is_reproducible_bounded_and_checked():
         AugmentConfig.from_dict({"pitch_shift": 1, "probability": 2})
     with pytest.raises(MarsError, match="augment: unknown key"):
         AugmentConfig.from_dict({"semitones": 1})
+
+
+def test_tokenizer_training_with_transposition_resumes_the_same(tmp_path):
+    from mars_model.tokenizer.train import train_tokenizer
+    from tests.tiny_models import tiny_note_set
+
+    tiny_note_set(tmp_path / "data")
+    config = {**_config(steps=6), "data": {"root": str(tmp_path / "data")},
+              "augment": {"pitch_shift": 3, "probability": 0.75}}  # fmt: skip
+    train_tokenizer(config, tmp_path / "straight", quiet=True)
+    train_tokenizer(config, tmp_path / "resumed", quiet=True, stop_after=3)
+    train_tokenizer(config, tmp_path / "resumed", quiet=True)
+
+    def losses(run):
+        return [r["loss"] for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines()) if "loss" in r]
+
+    assert len(losses("straight")) == 6 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-5)
+    without = {**config, "augment": {"pitch_shift": 0}}
+    train_tokenizer(without, tmp_path / "plain", quiet=True)
+    assert losses("plain") != pytest.approx(losses("straight"), rel=1e-5)  # the moved notes were trained on

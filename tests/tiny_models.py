@@ -20,3 +20,23 @@ def tiny_tokenizer(seed: int = 0):
 def tiny_autoregressor(seed: int = 0):
     q = TINY_TOKENIZER
     return build_autoregressor(TINY_AR, q.scales, q.latent_dim, q.codebook_size, seed=seed).eval()
+
+
+def tiny_note_set(root, pitches=(60, 61, 62, 63, 64, 65)):
+    """A train split of short sine notes for the tiny models (two instruments)."""
+    import json
+
+    import numpy as np
+    import soundfile
+
+    audio = root / "train" / "audio"
+    audio.mkdir(parents=True)
+    examples, t = {}, np.arange(TINY_SPECTRAL.n_samples) / TINY_SPECTRAL.sample_rate
+    for n, (instrument, pitch) in enumerate((i, p) for i in (0, 1) for p in pitches):
+        name = f"tiny_{instrument}-{pitch:03d}-100"
+        f0 = 440.0 * 2 ** ((pitch - 69) / 12)
+        wave = sum(0.3 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 4)) * np.exp(-3 * t)
+        soundfile.write(audio / f"{name}.wav", wave.astype(np.float32), TINY_SPECTRAL.sample_rate)
+        examples[name] = {"note": n, "instrument": instrument, "instrument_family": instrument,
+                          "pitch": pitch, "velocity": 100}  # fmt: skip
+    (root / "train" / "examples.json").write_text(json.dumps(examples))

@@ -65,12 +65,20 @@ def main(argv=None) -> int:
     programs = yaml.safe_load(Path(args.config).read_text())["data"]["programs"]
     notes = NoteSet(args.data, args.split, programs=programs)
     specs_all = notes.spectrograms()
+    what = set(args.what.split(","))
+    gen = load_generator(args.tokenizer, args.autoregressor, precision=args.precision) if "generator" in what else None
     rows = np.arange(len(notes))
+    if gen is not None:  # the generator refuses pitches it was not trained on; score the same notes everywhere
+        lo, hi = gen.pitch_range
+        inside = (notes.conditions["pitch"] >= lo) & (notes.conditions["pitch"] <= hi)
+        if not inside.all():
+            print(f"left out {int((~inside).sum())} {args.split} notes outside the model's pitch range {lo}..{hi}",
+                  file=sys.stderr)  # fmt: skip
+        rows = rows[inside]
     if args.limit and args.limit < len(rows):
-        rows = np.sort(np.random.default_rng(args.seed).choice(len(rows), args.limit, replace=False))
+        rows = rows[np.sort(np.random.default_rng(args.seed).choice(len(rows), args.limit, replace=False))]
     real = collection(notes, specs_all, f"real {args.split}", waves=notes.load_audio).subset(rows)
     evaluator = Evaluator(pyin_notes=args.pyin_notes, progress=True, ndb_bins=min(50, len(rows) // 2))
-    what = set(args.what.split(","))
     results, sections = {}, []
 
     if "ceiling" in what:
@@ -103,8 +111,7 @@ def main(argv=None) -> int:
         sections.append((f"Tokenizer reconstructions (codebook usage {len(used) / tokenizer.quantizer.codebook_size:.0%})",
                          report.to_markdown("real", "reconstructed")))  # fmt: skip
 
-    if "generator" in what:
-        gen = load_generator(args.tokenizer, args.autoregressor, precision=args.precision)
+    if gen is not None:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.guidance)
         cond = notes.conditions
         requests = [NoteRequest(int(cond["instrument"][r]), int(cond["pitch"][r]), int(cond["velocity"][r]),
@@ -148,5 +155,16 @@ def collection_from(sub, specs, name, waves=None):
                                       sample_rate=sub["rate"])  # fmt: skip
 
 
+def run(argv=None) -> int:
+    """:func:`main`, with bad input (a missing set, weights file or config) as one error line."""
+    from mars_model.errors import MarsError
+
+    try:
+        return main(argv)
+    except (MarsError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

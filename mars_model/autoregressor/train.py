@@ -1,8 +1,9 @@
 """Training and export of the autoregressor (``mars-synth train autoregressor``).
 
 The tokenizer (a shipped weight file, ``tokenizer.weights`` in the config) is frozen.
-Every training note is encoded once into its token pyramid (cached next to the run);
-teacher-forcing inputs are rebuilt from the tokens on the fly.
+Every training note is encoded once into its token pyramid (cached next to the run), and
+with transposition augmentation (``augment:``) once more per shift; teacher-forcing inputs
+are rebuilt from the tokens on the fly.
 """
 
 from __future__ import annotations
@@ -19,9 +20,17 @@ import torch.nn.functional as F
 from mars_model.api import VELOCITY_BUCKETS
 from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
 from mars_model.errors import MarsError
+from mars_model.spectral import pitch_shift_log_spectrogram
 from mars_model.tokenizer.model import Tokenizer
 from mars_model.tokenizer.train import load_split, load_tokenizer
-from mars_model.training import TrainConfig, finetune_init, load_checkpoint, restore_run, train
+from mars_model.training import (
+    AugmentConfig,
+    TrainConfig,
+    finetune_init,
+    load_checkpoint,
+    restore_run,
+    train,
+)
 from mars_model.weights_io import file_hash, save_weights
 
 KIND = "autoregressor"
@@ -34,15 +43,22 @@ def velocity_buckets(velocities: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def encode_split(tokenizer: Tokenizer, specs: np.ndarray, pitches: np.ndarray, batch: int = 32,
-                 quiet: bool = True) -> torch.Tensor:  # fmt: skip
-    """Token pyramids of ``specs`` ``[N, F, T]`` (pitches ``[N]``), concatenated over scales: ``[N, total]`` int16."""
+                 quiet: bool = True, shift: int = 0) -> torch.Tensor:  # fmt: skip
+    """Token pyramids of ``specs`` ``[N, F, T]`` (pitches ``[N]``), concatenated over scales: ``[N, total]`` int16.
+
+    ``shift``: transpose every note by this many semitones first (its pitch with it; see
+    :func:`mars_model.spectral.pitch_shift_log_spectrogram`).
+    """
     from tqdm import tqdm
 
     out = []
-    for start in tqdm(range(0, len(specs), batch), desc="tokenizing", unit="batch", disable=quiet):
+    desc = f"tokenizing, {shift:+d} semitones" if shift else "tokenizing"
+    for start in tqdm(range(0, len(specs), batch), desc=desc, unit="batch", disable=quiet):
         x = torch.from_numpy(np.asarray(specs[start : start + batch], dtype=np.float32))[:, None]
-        pitch = torch.from_numpy(np.asarray(pitches[start : start + batch]))
-        out.append(torch.cat([i.flatten(1) for i in tokenizer.encode(x, pitch)], dim=1).short())
+        pitch = torch.from_numpy(np.asarray(pitches[start : start + batch], dtype=np.int64)) + shift
+        if shift:
+            x = pitch_shift_log_spectrogram(x, torch.full((len(x),), shift))
+        out.append(torch.cat([i.flatten(1) for i in tokenizer.encode(x, pitch.clamp(0, 127))], dim=1).short())
     return torch.cat(out)
 
 
@@ -86,12 +102,17 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
     notes = load_split(config, "train", tokenizer.config, quiet)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cache = run_dir / f"tokens-{file_hash(tok_path)}-{len(notes)}.pt"
-    if cache.exists():
-        tokens = torch.load(cache)
-    else:
-        tokens = encode_split(tokenizer, notes.spectrograms(), notes.conditions["pitch"], quiet=quiet)
-        torch.save(tokens, cache)
+    augment = AugmentConfig.from_dict(config.get("augment"))
+    shifts = [s for s in range(-augment.pitch_shift, augment.pitch_shift + 1)]
+    tokens = {}  # shift -> [N, total] token pyramids of every train note moved by it
+    for shift in shifts:
+        cache = run_dir / f"tokens-{file_hash(tok_path)}-{len(notes)}{f'-shift{shift:+d}' if shift else ''}.pt"
+        if cache.exists():
+            tokens[shift] = torch.load(cache)
+        else:
+            tokens[shift] = encode_split(tokenizer, notes.spectrograms(), notes.conditions["pitch"], quiet=quiet,
+                                         shift=shift)  # fmt: skip
+            torch.save(tokens[shift], cache)
     q = tokenizer.quantizer
     model = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size, seed=train_cfg.seed)
     start_from(model, config.get("finetune"), q)
@@ -103,12 +124,19 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
     tokenizer.to(dev)
 
     def fetch(idx):
-        idx = torch.from_numpy(np.sort(idx))
-        flat = tokens[idx].to(dev)
+        idx = np.sort(idx)
+        moved = torch.from_numpy(augment.draw(cond["pitch"][idx].astype(np.int64), train_cfg.seed, idx))
+        idx = torch.from_numpy(idx)
+        flat = tokens[0][idx]
+        for shift in moved.unique().tolist():
+            if shift:
+                rows = moved == shift
+                flat[rows] = tokens[shift][idx[rows]]
+        flat = flat.to(dev)
         with torch.no_grad():
             inputs = q.teacher_inputs(split_tokens(flat, q.scales))
         return {"targets": flat.long(), "inputs": inputs,
-                "instrument": instruments[idx].to(dev), "pitch": pitches[idx].to(dev),
+                "instrument": instruments[idx].to(dev), "pitch": (pitches[idx] + moved).to(dev),
                 "velocity": buckets[idx].to(dev)}  # fmt: skip
 
     def loss_fn(net, batch, step):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,14 @@ from mars_model.spectral import (
 )
 from mars_model.tokenizer.model import Tokenizer, TokenizerConfig, build_tokenizer
 from mars_model.tokenizer.perceptual import load_perceptual
-from mars_model.training import TrainConfig, dataclass_from_dict, finetune_init, restore_run, train
+from mars_model.training import (
+    AugmentConfig,
+    TrainConfig,
+    dataclass_from_dict,
+    finetune_init,
+    restore_run,
+    train,
+)
 from mars_model.weights_io import load_weights, save_weights
 
 KIND = "tokenizer"
@@ -129,48 +136,6 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
         for p in getattr(model, name).parameters():
             p.requires_grad_(False)
     model.frozen = tuple(freeze)
-
-
-@dataclass
-class AugmentConfig:
-    """Data augmentation for tokenizer training (the config's optional ``augment:`` section).
-
-    Args:
-        pitch_shift: largest transposition in semitones, either way (0 = off). A chosen note is
-            moved by a non-zero whole number of semitones drawn uniformly from
-            ``[-pitch_shift, pitch_shift]`` (:func:`pitch_shift_log_spectrogram`) and its pitch
-            label moves with it. The split holds out whole (instrument, pitch) pairs, so the
-            decoder must render pitches of an instrument it never heard; transposed neighbours
-            are what a sample player would play there.
-        probability: chance that a note of a batch is transposed.
-    """
-
-    pitch_shift: int = 0
-    probability: float = 0.5
-
-    @classmethod
-    def from_dict(cls, raw: Mapping[str, Any] | None) -> AugmentConfig:
-        cfg = dataclass_from_dict(cls, raw or {}, "augment")
-        if not 0 <= cfg.pitch_shift <= 12:
-            raise MarsError(f"augment.pitch_shift must be 0..12 semitones, got {cfg.pitch_shift}")
-        if not 0.0 <= cfg.probability <= 1.0:
-            raise MarsError(f"augment.probability must be in [0, 1], got {cfg.probability}")
-        return cfg
-
-    def draw(self, pitches: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
-        """Semitone shifts ``[B]`` for a batch (0 = as recorded), reproducible from the batch.
-
-        The generator is seeded by the run's seed and the batch's note indices, so a resumed
-        run draws exactly what the uninterrupted run drew.
-        """
-        if not self.pitch_shift:
-            return np.zeros(len(idx), dtype=np.int64)
-        rng = np.random.default_rng([seed, *map(int, idx)])
-        size = rng.integers(1, self.pitch_shift + 1, len(idx))
-        shifts = np.where(rng.random(len(idx)) < 0.5, -size, size)
-        shifts[rng.random(len(idx)) >= self.probability] = 0
-        shifts[(pitches + shifts < 0) | (pitches + shifts > 127)] = 0
-        return shifts
 
 
 def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
