@@ -22,8 +22,8 @@ def tiny_autoregressor(seed: int = 0):
     return build_autoregressor(TINY_AR, q.scales, q.latent_dim, q.codebook_size, seed=seed).eval()
 
 
-def tiny_note_set(root, pitches=(60, 61, 62, 63, 64, 65)):
-    """A train split of short sine notes for the tiny models (two instruments)."""
+def tiny_note_set(root, pitches=(60, 61, 62, 63, 64, 65), instruments=(0, 1)):
+    """A train split of short harmonic notes for the tiny models (every instrument at every pitch)."""
     import json
 
     import numpy as np
@@ -32,7 +32,7 @@ def tiny_note_set(root, pitches=(60, 61, 62, 63, 64, 65)):
     audio = root / "train" / "audio"
     audio.mkdir(parents=True)
     examples, t = {}, np.arange(TINY_SPECTRAL.n_samples) / TINY_SPECTRAL.sample_rate
-    for n, (instrument, pitch) in enumerate((i, p) for i in (0, 1) for p in pitches):
+    for n, (instrument, pitch) in enumerate((i, p) for i in instruments for p in pitches):
         name = f"tiny_{instrument}-{pitch:03d}-100"
         f0 = 440.0 * 2 ** ((pitch - 69) / 12)
         wave = sum(0.3 / k * np.sin(2 * np.pi * k * f0 * t) for k in range(1, 4)) * np.exp(-3 * t)
