@@ -47,3 +47,17 @@ def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_matc
     shipped = load_weights(shipped_path("tokenizer.pt"), "tokenizer")
     assert shipped["config"]["tokenizer"] == with_instrument.to_dict()
     assert shipped["meta"]["finetune"] == load(ROUNDS[-1])["finetune"]  # the last round made it
+
+
+def test_autoregressor_chain_shares_one_architecture_and_ends_in_the_shipped_weights():
+    chain = {"autoregressor.yaml": None, "autoregressor_more.yaml": "runs/ar_base.pt",
+             "autoregressor_aug.yaml": "runs/ar_more.pt", "autoregressor_aug2.yaml": "runs/ar_aug.pt"}  # fmt: skip
+    first = load("autoregressor.yaml")
+    for name, init in chain.items():
+        config = load(name)
+        assert config["autoregressor"] == first["autoregressor"] and config["data"] == first["data"], name
+        assert config.get("finetune", {}).get("init") == init, name
+        assert AugmentConfig.from_dict(config.get("augment")).pitch_shift == (4 if "aug" in name else 0), name
+    shipped = load_weights(shipped_path("autoregressor.pt"), "autoregressor")
+    assert shipped["meta"]["finetune"] == load("autoregressor_aug2.yaml")["finetune"]
+    assert shipped["config"]["autoregressor"] == ARConfig.from_dict(first["autoregressor"]).to_dict()
