@@ -51,7 +51,8 @@ def test_decoder_finetunes_share_the_base_tokenizer_and_the_shipped_weights_matc
 
 def test_autoregressor_chain_shares_one_architecture_and_ends_in_the_shipped_weights():
     chain = {"autoregressor.yaml": None, "autoregressor_more.yaml": "runs/ar_base.pt",
-             "autoregressor_aug.yaml": "runs/ar_more.pt", "autoregressor_aug2.yaml": "runs/ar_aug.pt"}  # fmt: skip
+             "autoregressor_aug.yaml": "runs/ar_more.pt", "autoregressor_aug2.yaml": "runs/ar_aug.pt",
+             "autoregressor_aug3.yaml": "runs/ar_aug2.pt"}  # fmt: skip
     first = load("autoregressor.yaml")
     for name, init in chain.items():
         config = load(name)
@@ -59,5 +60,5 @@ def test_autoregressor_chain_shares_one_architecture_and_ends_in_the_shipped_wei
         assert config.get("finetune", {}).get("init") == init, name
         assert AugmentConfig.from_dict(config.get("augment")).pitch_shift == (4 if "aug" in name else 0), name
     shipped = load_weights(shipped_path("autoregressor.pt"), "autoregressor")
-    assert shipped["meta"]["finetune"] == load("autoregressor_aug2.yaml")["finetune"]
+    assert shipped["meta"]["finetune"] == load("autoregressor_aug3.yaml")["finetune"]
     assert shipped["config"]["autoregressor"] == ARConfig.from_dict(first["autoregressor"]).to_dict()
