@@ -273,13 +273,17 @@ def test_a_tokenizer_with_an_instrument_prior_decodes_with_the_requests_instrume
 
 
 def test_transposition_augmentation_trains_on_moved_notes_and_resumes_the_same(tmp_path):
-    import json
-
     from mars_model.autoregressor.train import encode_split, train_autoregressor
     from mars_model.data.noteset import NoteSet
     from mars_model.spectral import SpectralFrontEnd, pitch_shift_log_spectrogram
     from mars_model.weights_io import save_weights
-    from tests.tiny_models import TINY_AR, TINY_SPECTRAL, TINY_TOKENIZER, tiny_note_set
+    from tests.tiny_models import (
+        TINY_AR,
+        TINY_SPECTRAL,
+        TINY_TOKENIZER,
+        logged_losses,
+        tiny_note_set,
+    )
 
     tiny_note_set(tmp_path / "data")
     tok = tiny_tokenizer()
@@ -292,11 +296,8 @@ def test_transposition_augmentation_trains_on_moved_notes_and_resumes_the_same(t
     train_autoregressor(config, tmp_path / "resumed", quiet=True, stop_after=3)
     train_autoregressor(config, tmp_path / "resumed", quiet=True)
 
-    def losses(run):
-        lines = (tmp_path / run / "log.jsonl").read_text().splitlines()
-        return [r["loss"] for r in map(json.loads, lines) if "loss" in r]
-
-    assert len(losses("straight")) == 6 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-5)
+    straight, resumed = logged_losses(tmp_path / "straight"), logged_losses(tmp_path / "resumed")
+    assert len(straight) == 6 and resumed == pytest.approx(straight, rel=1e-5)
     # One token table per shift, each the moved notes' own tokens (pitch label moved too).
     caches = sorted(p.name for p in (tmp_path / "straight").glob("tokens-*.pt"))
     assert len(caches) == 5 and sum("shift" in name for name in caches) == 4

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import soundfile as sf
@@ -15,6 +13,7 @@ from mars_model.codec.model import CodecModel, build_codec
 from mars_model.codec.quantization import EMACodebook, ResidualVectorQuantizer
 from mars_model.codec.stft import CodecSTFT
 from mars_model.weights_io import save_weights
+from tests.tiny_models import logged_losses
 
 TINY = CodecConfig(channels=(4, 4, 8), latent_dim=8, heads=2, n_q=16, codebook_size=2048)
 
@@ -146,14 +145,8 @@ def test_training_resumes_on_the_same_trajectory(tmp_path):
     train_codec(config, tmp_path / "b", quiet=True, stop_after=2)
     train_codec(config, tmp_path / "b", quiet=True)
 
-    def losses(run):
-        return [
-            json.loads(line)["loss"]
-            for line in (tmp_path / run / "log.jsonl").read_text().splitlines()
-        ]
-
-    assert len(losses("a")) == 4
-    assert losses("a") == pytest.approx(losses("b"), rel=1e-5)
+    assert len(logged_losses(tmp_path / "a")) == 4
+    assert logged_losses(tmp_path / "a") == pytest.approx(logged_losses(tmp_path / "b"), rel=1e-5)
     meta = export_codec(tmp_path / "a", tmp_path / "codec.pt")
     assert meta["steps"] == 4
     model = load_codec(tmp_path / "codec.pt")

@@ -298,7 +298,7 @@ def test_augment_draw_is_reproducible_bounded_and_checked():
 
 def test_tokenizer_training_with_transposition_resumes_the_same(tmp_path):
     from mars_model.tokenizer.train import train_tokenizer
-    from tests.tiny_models import tiny_note_set
+    from tests.tiny_models import logged_losses, tiny_note_set
 
     tiny_note_set(tmp_path / "data")
     config = {**_config(steps=6), "data": {"root": str(tmp_path / "data")},
@@ -307,10 +307,8 @@ def test_tokenizer_training_with_transposition_resumes_the_same(tmp_path):
     train_tokenizer(config, tmp_path / "resumed", quiet=True, stop_after=3)
     train_tokenizer(config, tmp_path / "resumed", quiet=True)
 
-    def losses(run):
-        return [r["loss"] for r in map(json.loads, (tmp_path / run / "log.jsonl").read_text().splitlines()) if "loss" in r]
-
-    assert len(losses("straight")) == 6 and losses("resumed") == pytest.approx(losses("straight"), rel=1e-5)
+    straight = logged_losses(tmp_path / "straight")
+    assert len(straight) == 6 and logged_losses(tmp_path / "resumed") == pytest.approx(straight, rel=1e-5)
     without = {**config, "augment": {"pitch_shift": 0}}
     train_tokenizer(without, tmp_path / "plain", quiet=True)
-    assert losses("plain") != pytest.approx(losses("straight"), rel=1e-5)  # the moved notes were trained on
+    assert logged_losses(tmp_path / "plain") != pytest.approx(straight, rel=1e-5)  # the moved notes were trained on

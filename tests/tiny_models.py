@@ -40,3 +40,12 @@ def tiny_note_set(root, pitches=(60, 61, 62, 63, 64, 65), instruments=(0, 1)):
         examples[name] = {"note": n, "instrument": instrument, "instrument_family": instrument,
                           "pitch": pitch, "velocity": 100}  # fmt: skip
     (root / "train" / "examples.json").write_text(json.dumps(examples))
+
+
+def logged_losses(run_dir) -> list[float]:
+    """The loss of every logged step of a training run (``RUN/log.jsonl``)."""
+    import json
+    from pathlib import Path
+
+    lines = (Path(run_dir) / "log.jsonl").read_text().splitlines()
+    return [record["loss"] for record in map(json.loads, lines) if "loss" in record]

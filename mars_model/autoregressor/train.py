@@ -103,9 +103,8 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     augment = AugmentConfig.from_dict(config.get("augment"))
-    shifts = [s for s in range(-augment.pitch_shift, augment.pitch_shift + 1)]
     tokens = {}  # shift -> [N, total] token pyramids of every train note moved by it
-    for shift in shifts:
+    for shift in range(-augment.pitch_shift, augment.pitch_shift + 1):
         cache = run_dir / f"tokens-{file_hash(tok_path)}-{len(notes)}{f'-shift{shift:+d}' if shift else ''}.pt"
         if cache.exists():
             tokens[shift] = torch.load(cache)
