@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mars_model.modules import Linear, batch_invariant_matmul
 from mars_model.training import dataclass_from_dict
 
 N_VELOCITY_BUCKETS = 5
@@ -83,7 +84,7 @@ class Condition(nn.Module):
         # A smooth pitch feature (log-frequency Fourier features) lets neighbouring pitches share
         # structure, which matters for (instrument, pitch) pairs never seen in training.
         self.register_buffer("freqs", 2.0 ** torch.arange(6, dtype=torch.float32) * math.pi / 128.0)
-        self.pitch_smooth = nn.Linear(12, cfg.dim)
+        self.pitch_smooth = Linear(12, cfg.dim)
         self.velocity = nn.Embedding(N_VELOCITY_BUCKETS, cfg.dim)
         self.null = nn.Parameter(torch.zeros(cfg.dim))
 
@@ -97,7 +98,7 @@ class Condition(nn.Module):
         """
         angles = pitch.float()[:, None] * self.freqs
         smooth = self.pitch_smooth(torch.cat([angles.sin(), angles.cos()], dim=1))
-        c = instrument_weights @ self.instrument.weight + self.pitch(pitch) + smooth + self.velocity(velocity)
+        c = batch_invariant_matmul(instrument_weights, self.instrument.weight) + self.pitch(pitch) + smooth + self.velocity(velocity)
         if drop is not None:
             c = torch.where(drop[:, None], self.null.expand_as(c), c)
         return c
@@ -112,11 +113,11 @@ class Block(nn.Module):
         self.heads = cfg.heads
         self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.qkv = nn.Linear(d, 3 * d)
-        self.proj = nn.Linear(d, d)
+        self.qkv = Linear(d, 3 * d)
+        self.proj = Linear(d, d)
         hidden = int(d * cfg.mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(d, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, d))
-        self.ada = nn.Linear(d, 6 * d)
+        self.mlp = nn.Sequential(Linear(d, hidden), nn.GELU(approximate="tanh"), Linear(hidden, d))
+        self.ada = Linear(d, 6 * d)
         self.dropout = cfg.dropout
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor | None,
@@ -163,13 +164,13 @@ class NextScaleTransformer(nn.Module):
         self.vocab, self.latent_dim = vocab, latent_dim
         d = config.dim
         self.condition = Condition(config)
-        self.word = nn.Linear(latent_dim, d)
+        self.word = Linear(latent_dim, d)
         self.pos = nn.Parameter(torch.randn(self.offsets[-1], d) * 0.02)
         self.level = nn.Embedding(len(self.scales), d)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         self.head_norm = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.head_ada = nn.Linear(d, 2 * d)
-        self.head = nn.Linear(d, vocab)
+        self.head_ada = Linear(d, 2 * d)
+        self.head = Linear(d, vocab)
         levels = torch.cat([torch.full((n,), k) for k, n in enumerate(self.lengths)])
         self.register_buffer("levels", levels, persistent=False)
         self.register_buffer("mask", levels[:, None] >= levels[None, :], persistent=False)

@@ -10,7 +10,15 @@ import torch
 from torch import nn
 
 from mars_model.cmx import demultiplex, multiplex
-from mars_model.modules import Downsample, ResBlock, Upsample, group_norm
+from mars_model.modules import (
+    Conv2d,
+    Downsample,
+    Linear,
+    ResBlock,
+    Upsample,
+    batch_invariant_matmul,
+    group_norm,
+)
 from mars_model.spectral import SpectralConfig
 from mars_model.tokenizer.quantizer import MultiScaleResidualVQ
 from mars_model.training import dataclass_from_dict
@@ -112,12 +120,12 @@ class Encoder(nn.Module):
         super().__init__()
         ch = cfg.channels
         c_in = cfg.cmx[0] * cfg.cmx[1] * (2 if cfg.pitch_prior else 1)
-        layers: list[nn.Module] = [nn.Conv2d(c_in, ch[0], 3, padding=1)]
+        layers: list[nn.Module] = [Conv2d(c_in, ch[0], 3, padding=1)]
         for i, width in enumerate(ch):
             layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
             if i < len(cfg.strides):
                 layers.append(Downsample(width, ch[i + 1], cfg.strides[i]))
-        layers += [group_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], cfg.latent_dim, 1)]
+        layers += [group_norm(ch[-1]), nn.SiLU(), Conv2d(ch[-1], cfg.latent_dim, 1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +149,7 @@ class FiLM(nn.Module):
 
     def __init__(self, embed_dim: int, channels: int) -> None:
         super().__init__()
-        self.proj = nn.Linear(embed_dim, 2 * channels)
+        self.proj = Linear(embed_dim, 2 * channels)
         nn.init.zeros_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
 
@@ -165,15 +173,15 @@ class Decoder(nn.Module):
         ch = cfg.channels[::-1]
         strides = cfg.strides[::-1]
         c_cmx = cfg.cmx[0] * cfg.cmx[1]
-        layers: list[nn.Module] = [nn.Conv2d(cfg.latent_dim, ch[0], 3, padding=1)]
+        layers: list[nn.Module] = [Conv2d(cfg.latent_dim, ch[0], 3, padding=1)]
         for i, width in enumerate(ch):
             layers += [ResBlock(width) for _ in range(cfg.res_blocks)]
             if i < len(strides):
                 layers.append(Upsample(width, ch[i + 1], strides[i]))
         self.net = nn.Sequential(*layers)
-        self.prior = nn.Conv2d(c_cmx, ch[-1], 3, padding=1) if cfg.pitch_prior else None
+        self.prior = Conv2d(c_cmx, ch[-1], 3, padding=1) if cfg.pitch_prior else None
         self.mix = ResBlock(ch[-1]) if cfg.pitch_prior else nn.Identity()
-        self.out = nn.Sequential(group_norm(ch[-1]), nn.SiLU(), nn.Conv2d(ch[-1], c_cmx, 3, padding=1))
+        self.out = nn.Sequential(group_norm(ch[-1]), nn.SiLU(), Conv2d(ch[-1], c_cmx, 3, padding=1))
         self.instrument: nn.Embedding | None = None
         if cfg.instrument_prior:
             self.instrument = nn.Embedding(N_INSTRUMENTS, self.EMBED_DIM)
@@ -185,7 +193,7 @@ class Decoder(nn.Module):
         """``instrument``: ``[B, 128]`` mixing weights over GM programs (instrument prior only)."""
         films, e = None, None
         if self.instrument is not None:  # one FiLM per residual block, in order
-            films, e = iter(self.film), instrument.to(self.instrument.weight.dtype) @ self.instrument.weight
+            films, e = iter(self.film), batch_invariant_matmul(instrument.to(self.instrument.weight.dtype), self.instrument.weight)
         h = z
         for layer in self.net:
             h = layer(h)

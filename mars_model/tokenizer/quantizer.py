@@ -25,13 +25,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mars_model.modules import Conv2d
+
 
 class Refine(nn.Module):
     """``x -> (1 - r) * x + r * conv3x3(x)``: a light correction after upsampling a scale."""
 
     def __init__(self, dim: int, ratio: float = 0.5) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(dim, dim, 3, padding=1)
+        self.conv = Conv2d(dim, dim, 3, padding=1)
         self.ratio = ratio
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
