@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 from mars_model.api import NoteRequest, Sampling
 from mars_model.errors import MarsError
-from mars_model.generator import NoteGenerator, filter_logits
+from mars_model.generator import NoteGenerator, SamplingRows, filter_logits, sample_tokens
 from tests.tiny_models import tiny_autoregressor, tiny_tokenizer
 
 
@@ -72,7 +72,7 @@ def test_guidance_zero_equals_the_conditional_model():
     with torch.no_grad():
         for k in range(len(q.scales)):
             logits = ar.step(cond, k, None if k == 0 else q.next_input(f_hat, k - 1), caches)
-            f_hat = q.add_scale(f_hat, k, gen._sample(logits, [plain], rng).reshape(1, *q.scales[k]))
+            f_hat = q.add_scale(f_hat, k, sample_tokens(logits, SamplingRows.of([plain], gen.device), rng).reshape(1, *q.scales[k]))
         by_hand = gen.tokenizer.decode_latent(f_hat, pitch)
     assert torch.equal(spec0, by_hand)
     assert not torch.equal(spec0, gen.generate_spectrograms([guided]))
@@ -166,6 +166,33 @@ def test_filter_logits_top_k_and_top_p():
     assert not torch.isinf(filter_logits(logits, 0, 1.0)).any()
 
 
+def _filter_by_sorting(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """The definition, one row at a time: sort, cut at k, cut where the mass crosses top_p."""
+    if top_k and top_k < logits.shape[-1]:
+        logits = logits.masked_fill(logits < logits.topk(top_k).values[..., -1:], float("-inf"))
+    if top_p < 1.0:
+        ordered, order = logits.sort(dim=-1, descending=True)
+        probs = ordered.softmax(-1)
+        remove = probs.cumsum(-1) - probs > top_p
+        logits = logits.masked_fill(remove.scatter(-1, order, remove), float("-inf"))
+    return logits
+
+
+def test_batched_filter_matches_the_sorting_definition_row_by_row():
+    """One batched pass with per-row settings keeps exactly the tokens that sorting each row
+    keeps, including rows whose nucleus is wider than the first candidates looked at."""
+    torch.manual_seed(1)
+    settings = [(0, 0.95), (0, 1.0), (50, 1.0), (20, 0.9), (0, 0.5), (3, 0.99), (0, 0.999), (700, 0.95)]
+    # peaked rows (a nucleus of a few tokens) and flat ones (a nucleus of hundreds)
+    logits = torch.randn(len(settings), 40, 1024) * torch.tensor([8.0, 0.5, 3.0, 1.0, 6.0, 2.0, 0.3, 0.2])[:, None, None]
+    top_k = torch.tensor([k for k, _ in settings])[:, None, None]
+    top_p = torch.tensor([p for _, p in settings])[:, None, None]
+    batched = filter_logits(logits, top_k, top_p)
+    for row, (k, p) in enumerate(settings):
+        assert torch.equal(batched[row].isinf(), _filter_by_sorting(logits[row], k, p).isinf()), (k, p)
+    assert (~batched[6].isinf()).sum(-1).min() > 256  # this row needed the whole vocabulary
+
+
 @pytest.mark.parametrize("request_kwargs,message", [
     ({"instrument": 1, "pitch": 90, "velocity": 100}, "outside this model's range 40..80"),
     ({"instrument": 5, "pitch": 60, "velocity": 100}, "not in this model"),
@@ -188,11 +215,11 @@ def test_sampler_draws_by_probability_and_never_outside_the_filtered_set():
     gen = make_generator()
     logits = torch.log(torch.tensor([[0.7, 0.2, 0.1, 0.0]])).expand(1, 20000, 4)
     req = NoteRequest(0, 60, 100)
-    draws = gen._sample(logits, [req], [torch.Generator().manual_seed(0)])[0]
+    draws = sample_tokens(logits, SamplingRows.of([req], gen.device), [torch.Generator().manual_seed(0)])[0]
     counts = torch.bincount(draws, minlength=4).float() / draws.numel()
     assert torch.allclose(counts, torch.tensor([0.7, 0.2, 0.1, 0.0]), atol=0.015)
     top1 = NoteRequest(0, 60, 100, sampling=Sampling(top_k=1))
-    assert (gen._sample(logits, [top1], [torch.Generator().manual_seed(1)]) == 0).all()
+    assert (sample_tokens(logits, SamplingRows.of([top1], gen.device), [torch.Generator().manual_seed(1)]) == 0).all()
 
 
 def test_precision_choice():

@@ -214,9 +214,26 @@ class NextScaleTransformer(nn.Module):
         lo, hi = self.offsets[first], self.offsets[k]
         return tokens + self.pos[lo:hi] + self.level(self.levels[lo:hi])
 
-    def _logits(self, x: torch.Tensor, cond_act: torch.Tensor) -> torch.Tensor:
+    def head_logits(self, x: torch.Tensor, cond_act: torch.Tensor) -> torch.Tensor:
+        """Output head: ``[B, L, dim]`` token states and ``[B, dim]`` SiLU(condition) -> ``[B, L, V]``."""
         shift, scale = self.head_ada(cond_act)[:, None].chunk(2, dim=-1)
         return self.head(self.head_norm(x) * (1 + scale) + shift)
+
+    def prefix_logits(self, cond: torch.Tensor, scale_inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Logits of every token of the first ``len(scale_inputs) + 1`` scales, recomputed from scratch.
+
+        Args:
+            cond: ``[B, dim]`` condition (or the null condition).
+            scale_inputs: ``[B, D, h_k, w_k]`` for k = 2 .. n (teacher inputs or the model's own).
+        Returns: ``[B, offsets[n], V]``.
+        """
+        cond_act = F.silu(cond)
+        x = self.embed_inputs(cond, scale_inputs, 0)
+        hi = x.shape[1]
+        mask = self.mask[:hi, :hi]
+        for block in self.blocks:
+            x = block(x, cond_act, mask)
+        return self.head_logits(x, cond_act)
 
     def forward(self, instrument_weights: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
                 teacher_inputs: Sequence[torch.Tensor], drop: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -228,12 +245,7 @@ class NextScaleTransformer(nn.Module):
             drop: ``[B]`` bool, rows whose condition is replaced by the null one.
         Returns: ``[B, total_tokens, V]`` logits.
         """
-        cond = self.condition(instrument_weights, pitch, velocity, drop)
-        cond_act = F.silu(cond)
-        x = self.embed_inputs(cond, teacher_inputs, 0)
-        for block in self.blocks:
-            x = block(x, cond_act, self.mask)
-        return self._logits(x, cond_act)
+        return self.prefix_logits(self.condition(instrument_weights, pitch, velocity, drop), teacher_inputs)
 
     def step(self, cond: torch.Tensor, k: int, scale_input: torch.Tensor | None,
              caches: list[dict[str, torch.Tensor]]) -> torch.Tensor:  # fmt: skip
@@ -251,7 +263,7 @@ class NextScaleTransformer(nn.Module):
         # other (block-causal), so no mask is needed.
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, cond_act, None, cache)
-        return self._logits(x, cond_act)
+        return self.head_logits(x, cond_act)
 
 
 def build_autoregressor(config: ARConfig, scales: Sequence[tuple[int, int]], latent_dim: int,
