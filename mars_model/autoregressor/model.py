@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mars_model.training import dataclass_from_dict
+from mars_model.config import dataclass_from_dict
 
 N_VELOCITY_BUCKETS = 5
 
@@ -213,9 +213,15 @@ class NextScaleTransformer(nn.Module):
         lo, hi = self.offsets[first], self.offsets[k]
         return tokens + self.pos[lo:hi] + self.level(self.levels[lo:hi])
 
-    def _logits(self, x: torch.Tensor, cond_act: torch.Tensor) -> torch.Tensor:
+    def logits(self, x: torch.Tensor, cond_act: torch.Tensor) -> torch.Tensor:
+        """The output head: ``[B, L, dim]`` block outputs and ``[B, dim]`` activated condition
+        (``silu(cond)``) -> ``[B, L, V]`` logits."""
         shift, scale = self.head_ada(cond_act)[:, None].chunk(2, dim=-1)
         return self.head(self.head_norm(x) * (1 + scale) + shift)
+
+    # Old name, still called by mars_model/generator.py (being reworked on another branch); remove
+    # once it calls ``logits``.
+    _logits = logits
 
     def forward(self, instrument_weights: torch.Tensor, pitch: torch.Tensor, velocity: torch.Tensor,
                 teacher_inputs: Sequence[torch.Tensor], drop: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
@@ -232,7 +238,7 @@ class NextScaleTransformer(nn.Module):
         x = self.embed_inputs(cond, teacher_inputs, 0)
         for block in self.blocks:
             x = block(x, cond_act, self.mask)
-        return self._logits(x, cond_act)
+        return self.logits(x, cond_act)
 
     def step(self, cond: torch.Tensor, k: int, scale_input: torch.Tensor | None,
              caches: list[dict[str, torch.Tensor]]) -> torch.Tensor:  # fmt: skip
@@ -250,7 +256,7 @@ class NextScaleTransformer(nn.Module):
         # other (block-causal), so no mask is needed.
         for block, cache in zip(self.blocks, caches, strict=True):
             x = block(x, cond_act, None, cache)
-        return self._logits(x, cond_act)
+        return self.logits(x, cond_act)
 
 
 def build_autoregressor(config: ARConfig, scales: Sequence[tuple[int, int]], latent_dim: int,

@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from mars_model.cmx import demultiplex, multiplex
+from mars_model.config import dataclass_from_dict
 from mars_model.modules import Downsample, ResBlock, Upsample, group_norm
 from mars_model.spectral import SpectralConfig
 from mars_model.tokenizer.quantizer import MultiScaleResidualVQ
-from mars_model.training import dataclass_from_dict
 
 
 @dataclass(frozen=True)
