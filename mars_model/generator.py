@@ -29,12 +29,11 @@ import numpy as np
 import torch
 
 from mars_model.api import NoteRequest, model_id, velocity_bucket
-from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
+from mars_model.autoregressor.model import NextScaleTransformer
 from mars_model.errors import MarsError
 from mars_model.spectral import SpectralFrontEnd
 from mars_model.tokenizer.model import Tokenizer
-from mars_model.tokenizer.train import load_tokenizer
-from mars_model.weights_io import load_weights, shipped_path
+from mars_model.weights_io import load_autoregressor, load_tokenizer, shipped_path
 
 BACKENDS = ("eager", "compile", "cuda-graphs", "tensorrt")
 DEFAULT_TOKENIZER = "tokenizer.pt"
@@ -462,18 +461,10 @@ def load_generator(tokenizer_path: str | Path | None = None, autoregressor_path:
         if not path.is_file():
             raise MarsError(f"model file {path} is missing; reinstall mars-synth or train one (see README)")
     tokenizer = load_tokenizer(tok_path, device)
-    blob = load_weights(ar_path, "autoregressor")
-    cfg = blob["config"]
-    ar_cfg = ARConfig.from_dict(cfg["autoregressor"], where=f"{ar_path}: autoregressor")
-    q = tokenizer.quantizer
-    if [tuple(s) for s in cfg["scales"]] != q.scales or cfg["vocab"] != q.codebook_size:
+    loaded = load_autoregressor(ar_path)
+    ar, meta, q = loaded.model, loaded.meta, tokenizer.quantizer
+    if ar.scales != list(q.scales) or ar.vocab != q.codebook_size or ar.latent_dim != q.dim:
         raise MarsError(f"{ar_path} was trained for another tokenizer than {tok_path}")
-    ar = build_autoregressor(ar_cfg, q.scales, q.dim, q.codebook_size)
-    try:
-        ar.load_state_dict(blob["state"])
-    except RuntimeError:
-        raise MarsError(f"{ar_path}: weights do not match its autoregressor config") from None
-    meta = blob["meta"]
-    instruments = meta.get("instruments") or list(range(ar_cfg.n_instruments))
+    instruments = meta.get("instruments") or list(range(ar.config.n_instruments))
     pitch_range = tuple(meta.get("pitch_range", (0, 127)))
     return NoteGenerator(tokenizer, ar, instruments, pitch_range, model_id(tok_path, ar_path), device, **options)

@@ -25,7 +25,7 @@ import os
 import random
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ import numpy as np
 import torch
 import yaml
 
+from mars_model.config import dataclass_from_dict
 from mars_model.errors import MarsError
 from mars_model.weights_io import load_weights
 
@@ -116,35 +117,6 @@ class AugmentConfig:
         shifts[rng.random(len(idx)) >= self.probability] = 0
         shifts[(pitches + shifts < 0) | (pitches + shifts > 127)] = 0
         return shifts
-
-
-def dataclass_from_dict(cls, raw: Mapping[str, Any] | None, where: str):
-    """Build dataclass ``cls`` from a mapping, rejecting unknown keys with a clear error."""
-    raw = dict(raw or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(raw) - set(known))
-    if unknown:
-        raise MarsError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(known)}")
-    for name, value in raw.items():
-        if isinstance(value, list):
-            raw[name] = tuple(tuple(v) if isinstance(v, list) else v for v in value)
-    try:
-        return cls(**raw)
-    except (TypeError, ValueError) as err:
-        raise MarsError(f"{where}: {err}") from None
-
-
-def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping, with one-line errors for missing or malformed files."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise MarsError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise MarsError(f"config {path} is not valid YAML: {str(err).splitlines()[0]}") from None
-    if not isinstance(data, dict):
-        raise MarsError(f"config {path} must be a mapping of sections")
-    return data
 
 
 def config_hash(config: Mapping[str, Any]) -> str:

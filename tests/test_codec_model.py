@@ -126,7 +126,8 @@ def _tiny_run_config(music_root) -> dict:
 
 @pytest.mark.slow
 def test_training_resumes_on_the_same_trajectory(tmp_path):
-    from mars_model.codec.train import export_codec, load_codec, train_codec
+    from mars_model.codec.train import export_codec, train_codec
+    from mars_model.weights_io import load_codec
 
     music = tmp_path / "music" / "train"
     music.mkdir(parents=True)

@@ -37,12 +37,11 @@ def test_the_probe_is_at_chance_when_the_labels_are_shuffled():
 
 
 def test_the_label_swap_always_names_another_family():
-    import yaml
-
+    from mars_model.config import load_recipe
     from mars_model.data.build import FamilyMap
 
     root = Path(__file__).resolve().parent.parent
-    programs = yaml.safe_load((root / "mars_model/configs/tokenizer.yaml").read_text())["data"]["programs"]
+    programs = load_recipe(root / "mars_model/configs/tokenizer.yaml").base["data"]["programs"]
     family = {p: info.family for p, info in FamilyMap.load().programs.items()}
     swap = diagnose.swapped_programs(programs)
     assert sorted(swap) == sorted(programs) and sorted(swap.values()) == sorted(programs)

@@ -11,9 +11,9 @@ import yaml
 from mars_model.errors import MarsError
 from mars_model.tokenizer import TokenizerConfig, build_tokenizer
 from mars_model.tokenizer.model import harmonic_comb
-from mars_model.tokenizer.train import apply_finetune, load_tokenizer, reconstruction_loss
+from mars_model.tokenizer.train import apply_finetune, reconstruction_loss
 from mars_model.training import load_checkpoint, train
-from mars_model.weights_io import save_weights
+from mars_model.weights_io import load_tokenizer, save_weights
 from tests.tiny_models import TINY_SPECTRAL, TINY_TOKENIZER, tiny_tokenizer
 
 
@@ -312,3 +312,32 @@ def test_tokenizer_training_with_transposition_resumes_the_same(tmp_path):
     without = {**config, "augment": {"pitch_shift": 0}}
     train_tokenizer(without, tmp_path / "plain", quiet=True)
     assert logged_losses(tmp_path / "plain") != pytest.approx(straight, rel=1e-5)  # the moved notes were trained on
+
+
+def test_train_cli_runs_a_recipe_stage_from_the_weights_of_the_stage_before(tmp_path, capsys):
+    from engine.bindings.cli import main
+    from mars_model.config import load_config
+    from mars_model.weights_io import load_weights
+    from tests.tiny_models import tiny_note_set
+
+    tiny_note_set(tmp_path / "data")
+    recipe = {"model": "tokenizer", "base": {**_config(steps=2), "data": {"root": str(tmp_path / "data")}},
+              "stages": [{"name": "first", "export": str(tmp_path / "first.pt")},
+                         {"name": "second", "from": "first", "export": str(tmp_path / "second.pt"),
+                          "set": {"finetune": {"freeze": ["encoder", "quantizer"]}, "loss": {"vq": 0.0}}}]}  # fmt: skip
+    path = tmp_path / "tokenizer.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    train = ["train", "tokenizer", "--config", str(path), "--quiet"]
+    for stage in ("first", "second"):
+        assert main([*train, "--stage", stage, "--run", str(tmp_path / stage), "--export", str(tmp_path / f"{stage}.pt")]) == 0
+    first, second = (load_weights(tmp_path / f"{s}.pt", "tokenizer") for s in ("first", "second"))
+    assert second["meta"]["finetune"] == {"init": str(tmp_path / "first.pt"), "freeze": ["encoder", "quantizer"]}
+    assert second["meta"]["recipe"] == {"config": str(path), "stage": "second"}
+    frozen = [k for k in first["state"] if k.startswith(("encoder.", "quantizer.codebook"))]
+    assert frozen and all(torch.equal(first["state"][k], second["state"][k]) for k in frozen), "tokens unchanged"
+
+    capsys.readouterr()
+    assert main([*train, "--stage", "second", "--show-config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == load_config(path, "second")
+    assert main([*train, "--run", str(tmp_path / "x")]) == 1  # a recipe needs --stage
+    assert "choose a stage with --stage (first, second)" in capsys.readouterr().err

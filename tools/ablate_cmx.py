@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 VARIANTS = {
     "CMX (16, 8)": {},
@@ -29,8 +28,8 @@ VARIANTS = {
 def run_variant(name: str, args) -> dict:
     import numpy as np
     import torch
-    import yaml
 
+    from mars_model.config import load_recipe
     from mars_model.data.noteset import NoteSet
     from mars_model.spectral import SpectralFrontEnd, log_spectral_distance
     from mars_model.tokenizer import TokenizerConfig, build_tokenizer
@@ -38,7 +37,7 @@ def run_variant(name: str, args) -> dict:
     from mars_model.training import train
 
     torch.set_num_threads(args.threads)
-    config = yaml.safe_load(Path(args.config).read_text())
+    config = load_recipe(args.config).resolve(args.stage)
     config["data"]["root"] = args.data
     config["tokenizer"].update(VARIANTS[name])
     config["train"].update({"steps": args.steps, "batch_size": args.batch, "warmup": 20,
@@ -87,7 +86,8 @@ def run_variant(name: str, args) -> dict:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="mars_model/configs/tokenizer.yaml")
+    parser.add_argument("--config", default="mars_model/configs/tokenizer.yaml", help="the tokenizer recipe")
+    parser.add_argument("--stage", default="base", help="its stage whose settings both variants train with")
     parser.add_argument("--data", default="data/fluidr3")
     parser.add_argument("--steps", type=int, default=150)
     parser.add_argument("--batch", type=int, default=8)

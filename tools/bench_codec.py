@@ -37,11 +37,10 @@ import torch
 
 from mars_model.codec import bitstream
 from mars_model.codec.coding import decode_audio, encode_audio
-from mars_model.codec.data import _read_wav
+from mars_model.codec.data import read_wav
 from mars_model.codec.losses import MelDistance, mrstft_distance, si_sdr
-from mars_model.codec.train import load_codec
 from mars_model.data.noteset import NoteSet
-from mars_model.weights_io import file_hash
+from mars_model.weights_io import file_hash, load_codec
 
 RATE = 16000
 
@@ -115,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         np.random.default_rng(7).choice(len(notes), size=min(args.notes, len(notes)), replace=False)
     )
     material = {"notes": [notes.load_audio(int(i)) for i in pick],
-                "music": [_read_wav(p, RATE) for p in sorted((args.music / "test").glob("*.wav"))]}  # fmt: skip
+                "music": [read_wav(p, RATE) for p in sorted((args.music / "test").glob("*.wav"))]}  # fmt: skip
     if not material["music"]:
         sys.exit(f"no held-out music in {args.music / 'test'}; run tools/make_codec_music.py")
     thirty = material["music"][0][: 30 * RATE]

@@ -29,7 +29,6 @@ import sys
 
 import numpy as np
 import torch
-import yaml
 from torch import nn
 
 
@@ -119,23 +118,26 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="data/fluidr3")
     parser.add_argument("--tokenizer", help="tokenizer weights (default: the shipped ones)")
-    parser.add_argument("--config", default="mars_model/configs/tokenizer.yaml", help="where the programs are read from")
+    parser.add_argument("--config", default="mars_model/configs/tokenizer.yaml",
+                        help="recipe (or plain config) the programs (data.programs) are read from")  # fmt: skip
+    parser.add_argument("--stage", help="the recipe's stage (default: its last)")
     parser.add_argument("--notes", type=int, default=640, help="notes per split (a seeded random sample)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
+    from mars_model.config import load_recipe
     from mars_model.data.build import FamilyMap
     from mars_model.data.noteset import NoteSet
     from mars_model.errors import MarsError
     from mars_model.eval.classifier import FAMILIES, load_classifier
     from mars_model.tokenizer.perceptual import load_perceptual
-    from mars_model.tokenizer.train import load_tokenizer
-    from mars_model.weights_io import shipped_path
+    from mars_model.weights_io import load_tokenizer, shipped_path
 
     try:
-        programs = yaml.safe_load(open(args.config))["data"].get("programs")
+        recipe = load_recipe(args.config)
+        programs = recipe.resolve(args.stage or recipe.names[-1]).get("data", {}).get("programs")
         tok = load_tokenizer(args.tokenizer or shipped_path("tokenizer.pt"))
         clf, perceptual = load_classifier(None), load_perceptual()
         splits = {name: NoteSet(args.data, name, programs=programs) for name in ("train", "valid", "test")}

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 
 def collection(notes, specs, name, waves=None):
@@ -37,7 +36,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data", default="data/fluidr3")
     parser.add_argument("--split", default="test")
     parser.add_argument("--config", default="mars_model/configs/autoregressor.yaml",
-                        help="where the model's programs are read from")  # fmt: skip
+                        help="recipe (or plain config) the model's programs (data.programs) are read from")  # fmt: skip
+    parser.add_argument("--stage", help="the recipe's stage (default: its last)")
     parser.add_argument("--tokenizer", help="tokenizer weights (default: shipped)")
     parser.add_argument("--autoregressor", help="autoregressor weights (default: shipped)")
     parser.add_argument("--what", default="ceiling,tokenizer,generator")
@@ -56,13 +56,14 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
 
     from mars_model.api import NoteRequest, Sampling
+    from mars_model.config import load_recipe
     from mars_model.data.noteset import NoteSet
     from mars_model.eval.suite import Evaluator
     from mars_model.generator import load_generator
-    from mars_model.tokenizer.train import load_tokenizer
-    from mars_model.weights_io import shipped_path
+    from mars_model.weights_io import load_tokenizer, shipped_path
 
-    programs = yaml.safe_load(Path(args.config).read_text())["data"]["programs"]
+    recipe = load_recipe(args.config)
+    programs = recipe.resolve(args.stage or recipe.names[-1])["data"]["programs"]
     notes = NoteSet(args.data, args.split, programs=programs)
     specs_all = notes.spectrograms()
     what = set(args.what.split(","))

@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mars_model.config import dataclass_from_dict
 from mars_model.modules import Linear, batch_invariant_matmul
-from mars_model.training import dataclass_from_dict
 
 N_VELOCITY_BUCKETS = 5
 

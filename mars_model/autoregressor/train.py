@@ -22,7 +22,7 @@ from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build
 from mars_model.errors import MarsError
 from mars_model.spectral import pitch_shift_log_spectrogram
 from mars_model.tokenizer.model import Tokenizer
-from mars_model.tokenizer.train import load_split, load_tokenizer
+from mars_model.tokenizer.train import load_split
 from mars_model.training import (
     AugmentConfig,
     TrainConfig,
@@ -31,9 +31,19 @@ from mars_model.training import (
     restore_run,
     train,
 )
-from mars_model.weights_io import file_hash, save_weights
+from mars_model.weights_io import file_hash, load_tokenizer, save_weights
 
 KIND = "autoregressor"
+
+#: What an autoregressor training config may hold (checked by :func:`mars_model.config.load_config`).
+CONFIG_SECTIONS = {
+    "data": ("root", "programs"),
+    "tokenizer": ("weights",),
+    "autoregressor": ARConfig,
+    "train": TrainConfig,
+    "finetune": ("init",),
+    "augment": AugmentConfig,
+}
 
 
 def velocity_buckets(velocities: np.ndarray) -> np.ndarray:
@@ -155,8 +165,12 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
     return model
 
 
-def export_autoregressor(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the run's latest weights as a shipped autoregressor file; returns its metadata."""
+def export_autoregressor(run_dir: str | Path, out: str | Path,
+                         recipe: Mapping[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """Write the run's latest weights as a shipped autoregressor file; returns its metadata.
+
+    ``recipe`` (``{"config": FILE, "stage": NAME}``) is recorded in the metadata when given.
+    """
     config = load_checkpoint(Path(run_dir) / "last.pt")["config"]
     tok_path = _tokenizer_path(config)
     q = load_tokenizer(tok_path).quantizer
@@ -175,6 +189,7 @@ def export_autoregressor(run_dir: str | Path, out: str | Path) -> dict[str, Any]
         "instruments": sorted(int(p) for p in data.get("programs", [])),
         "tokenizer_hash": file_hash(tok_path),
         "exported": time.strftime("%Y-%m-%d"),
+        **({"recipe": dict(recipe)} if recipe else {}),
     }
     save_weights(out, KIND, {"autoregressor": ar_cfg.to_dict(), "scales": [list(s) for s in q.scales],
                              "latent_dim": q.dim, "vocab": q.codebook_size}, model, meta)  # fmt: skip

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from mars_model.config import dataclass_from_dict
 from mars_model.errors import MarsError
 
 #: The bit rates a user can ask for (``--kbps``).
@@ -57,8 +58,6 @@ class CodecConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None, where: str = "codec") -> CodecConfig:
-        from mars_model.training import dataclass_from_dict
-
         cfg = dataclass_from_dict(cls, raw, where)
         cfg.check(where)
         return cfg

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mars_model.config import dataclass_from_dict
 from mars_model.errors import MarsError
 
 
@@ -42,15 +43,14 @@ class CodecDataConfig:
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any] | None, where: str = "data") -> CodecDataConfig:
-        from mars_model.training import dataclass_from_dict
-
         cfg = dataclass_from_dict(cls, raw, where)
         if not cfg.notes_root and not cfg.music_root:
             raise MarsError(f"{where}: give notes_root, music_root or both")
         return cfg
 
 
-def _read_wav(path: Path, sample_rate: int) -> np.ndarray:
+def read_wav(path: Path, sample_rate: int) -> np.ndarray:
+    """A WAV file as mono float32 ``[L]`` at ``sample_rate`` (resampled when needed)."""
     import soundfile
 
     try:
@@ -92,7 +92,7 @@ class CropSet:
             if not files:
                 raise MarsError(f"no WAV files in {folder}; run tools/make_codec_music.py first")
             for path in tqdm(files, desc="codec music", unit="file", disable=quiet):
-                sources["music"].append(_to_int16(_read_wav(path, sample_rate)))
+                sources["music"].append(_to_int16(read_wav(path, sample_rate)))
         self.clips: list[np.ndarray] = []
         table: list[tuple[int, int]] = []
         used = [k for k in ("notes", "music") if sources[k]]

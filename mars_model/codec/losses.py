@@ -117,14 +117,14 @@ class CodecLoss:
         n_q = self.n_q_choices[
             int(np.random.default_rng([self.seed, step]).integers(len(self.n_q_choices)))
         ]
-        recon, spec, spec_hat, _, commit = model(wav, n_q)
+        out = model(wav, n_q)
         self.mel.to(wav.device)
         terms = {
-            "mrstft": mrstft_distance(wav, recon),
-            "mel": self.mel(wav, recon),
-            "complex": (spec - spec_hat).abs().pow(2).mean(),
-            "wave": (wav - recon).abs().mean(),
-            "commit": commit,
+            "mrstft": mrstft_distance(wav, out.recon),
+            "mel": self.mel(wav, out.recon),
+            "complex": (out.spec - out.spec_hat).abs().pow(2).mean(),
+            "wave": (wav - out.recon).abs().mean(),
+            "commit": out.commit,
         }
         loss = sum(self.weights[k] * v for k, v in terms.items())
         inner = model.module if hasattr(model, "module") else model

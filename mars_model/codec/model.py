@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
@@ -10,6 +13,35 @@ from mars_model.codec.modules import Decoder, Encoder
 from mars_model.codec.quantization import ResidualVectorQuantizer
 from mars_model.codec.stft import CodecSTFT
 from mars_model.errors import MarsError
+
+
+@dataclass
+class CodecOutput:
+    """What a training pass of :class:`CodecModel` computes.
+
+    Attributes:
+        recon: ``[B, L]`` the reconstructed waveform.
+        spec: ``[B, F, T]`` the input's compressed complex spectrum.
+        spec_hat: ``[B, F, T]`` the decoded spectrum.
+        codes: ``[B, n, T']`` the RVQ codes.
+        commit: the commitment loss (a scalar).
+    """
+
+    recon: torch.Tensor
+    spec: torch.Tensor
+    spec_hat: torch.Tensor
+    codes: torch.Tensor
+    commit: torch.Tensor
+
+
+@dataclass(frozen=True)
+class FrameSpan:
+    """A chunk of latent frames: run the network on ``[run_start, run_end)``, keep ``[keep_start, keep_end)``."""
+
+    run_start: int
+    run_end: int
+    keep_start: int
+    keep_end: int
 
 
 class CodecModel(nn.Module):
@@ -49,22 +81,21 @@ class CodecModel(nn.Module):
     def _pad(self, wav: torch.Tensor) -> torch.Tensor:
         return nn.functional.pad(wav, (0, self.padded_length(wav.shape[-1]) - wav.shape[-1]))
 
-    def forward(self, wav: torch.Tensor, n_q: int | None = None):
-        """Training pass: ``[B, L]`` -> (reconstruction ``[B, L]``, input spectrum ``[B, F, T]``,
-        reconstructed spectrum ``[B, F, T]``, codes ``[B, n, T']``, commitment loss)."""
+    def forward(self, wav: torch.Tensor, n_q: int | None = None) -> CodecOutput:
+        """Training pass: ``[B, L]`` waveform, ``n_q`` stages (default all) -> :class:`CodecOutput`."""
         length = wav.shape[-1]
         padded = self._pad(wav)
         spec = self.stft.analysis(padded)
         quantized, codes, commit = self.quantizer(self.encoder(spec), n_q)
         spec_hat = self.decoder(quantized)[..., : spec.shape[-1]]
         recon = self.stft.synthesis(spec_hat, padded.shape[-1])[..., :length]
-        return recon, spec, spec_hat, codes, commit
+        return CodecOutput(recon, spec, spec_hat, codes, commit)
 
-    def _chunks(self, frames: int):
-        """``(a, b, s, e)``: run latent frames ``[a, b)``, keep ``[s, e)``."""
+    def _chunks(self, frames: int) -> Iterator[FrameSpan]:
+        """The chunks that cover ``frames`` latent frames, each with ``MARGIN`` frames of context."""
         for s in range(0, frames, self.CHUNK):
             e = min(frames, s + self.CHUNK)
-            yield max(0, s - self.MARGIN), min(frames, e + self.MARGIN), s, e
+            yield FrameSpan(max(0, s - self.MARGIN), min(frames, e + self.MARGIN), s, e)
 
     @torch.no_grad()
     def encode(self, wav: torch.Tensor, n_q: int) -> torch.Tensor:
@@ -74,9 +105,9 @@ class CodecModel(nn.Module):
         spec = self.stft.analysis(self._pad(wav))
         frames = -(-spec.shape[-1] // 2)
         latents = []
-        for a, b, s, e in self._chunks(frames):
-            z = self.encoder(spec[..., 2 * a : min(2 * b, spec.shape[-1])])
-            latents.append(z[..., s - a : e - a])
+        for c in self._chunks(frames):
+            z = self.encoder(spec[..., 2 * c.run_start : min(2 * c.run_end, spec.shape[-1])])
+            latents.append(z[..., c.keep_start - c.run_start : c.keep_end - c.run_start])
         return self.quantizer.encode(torch.cat(latents, dim=-1), n_q)
 
     @torch.no_grad()
@@ -86,8 +117,9 @@ class CodecModel(nn.Module):
             raise MarsError(f"{codes.shape[-1]} code frames do not describe {length} samples")
         quantized = self.quantizer.decode(codes)
         specs = []
-        for a, b, s, e in self._chunks(codes.shape[-1]):
-            specs.append(self.decoder(quantized[..., a:b])[..., 2 * (s - a) : 2 * (e - a)])
+        for c in self._chunks(codes.shape[-1]):
+            out = self.decoder(quantized[..., c.run_start : c.run_end])
+            specs.append(out[..., 2 * (c.keep_start - c.run_start) : 2 * (c.keep_end - c.run_start)])
         padded = self.padded_length(length)
         spec = torch.cat(specs, dim=-1)[..., : self.stft.frames(padded)]
         return self.stft.synthesis(spec, padded)[..., :length]

@@ -1,4 +1,4 @@
-"""Training, export and loading of the codec (``mars-synth train codec``)."""
+"""Training and export of the codec (``mars-synth train codec``); loading: :func:`mars_model.weights_io.load_codec`."""
 
 from __future__ import annotations
 
@@ -15,10 +15,12 @@ from mars_model.codec.losses import CodecLoss
 from mars_model.codec.model import CodecModel, build_codec
 from mars_model.errors import MarsError
 from mars_model.training import TrainConfig, restore_run, train
-from mars_model.weights_io import load_weights, save_weights, shipped_path
+from mars_model.weights_io import save_weights
 
 KIND = "codec"
-SHIPPED = "eulerodec.pt"
+
+#: What a codec training config may hold (checked by :func:`mars_model.config.load_config`).
+CONFIG_SECTIONS = {"data": CodecDataConfig, "codec": CodecConfig, "loss": tuple(CodecLoss.DEFAULTS), "train": TrainConfig}
 
 
 def train_codec(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
@@ -53,28 +55,17 @@ def train_codec(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = Fa
     return model
 
 
-def export_codec(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the run's latest weights as a shipped codec file; returns its metadata."""
+def export_codec(run_dir: str | Path, out: str | Path, recipe: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Write the run's latest weights as a shipped codec file; returns its metadata.
+
+    ``recipe`` (``{"config": FILE, "stage": NAME}``) is recorded in the metadata when given.
+    """
     state, codec_cfg, model = restore_run(run_dir, "codec", CodecConfig, build_codec)
     config = state["config"]
     meta = {"steps": int(state["step"]), "data": config.get("data", {}), "loss": config.get("loss", {}),
             "train": config.get("train", {}), "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
+    if recipe:
+        meta["recipe"] = dict(recipe)
     # fp16 like every shipped file; encoder and decoder both read these same rounded codebooks
     save_weights(out, KIND, {"codec": codec_cfg.to_dict()}, model, meta)
     return meta
-
-
-def load_codec(path: str | Path | None = None, device: str | torch.device = "cpu") -> CodecModel:
-    """Load a codec weight file (default: the shipped EuleroDec) for inference (eval mode)."""
-    path = Path(path) if path else shipped_path(SHIPPED)
-    if not path.is_file() and path == shipped_path(SHIPPED):
-        raise MarsError(f"no shipped codec weights at {path}; train one: mars-synth train codec "
-                        "--config mars_model/configs/codec.yaml --run runs/codec --export " + str(path))  # fmt: skip
-    blob = load_weights(path, KIND)
-    cfg = CodecConfig.from_dict(blob["config"]["codec"], where=f"{path}: codec")
-    model = build_codec(cfg)
-    try:
-        model.load_state_dict(blob["state"])
-    except RuntimeError:
-        raise MarsError(f"{path}: weights do not match its codec config") from None
-    return model.to(device).eval()

@@ -36,13 +36,12 @@ def run(args: argparse.Namespace) -> int:
 
     from mars_model.codec import bitstream
     from mars_model.codec.coding import decode_audio, encode_audio, read_audio
-    from mars_model.codec.train import SHIPPED, load_codec
     from mars_model.errors import MarsError
-    from mars_model.weights_io import file_hash, shipped_path
+    from mars_model.weights_io import SHIPPED, file_hash, load_codec, shipped_path
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    weights = args.weights or shipped_path(SHIPPED)
+    weights = args.weights or shipped_path(SHIPPED["codec"])
     if args.action == "encode":
         audio, rate = read_audio(args.input)
         model = load_codec(weights)

@@ -124,6 +124,23 @@ class ClassifierOutput:
         return len(self.pitch_probs)
 
 
+@dataclass
+class ClassifierHeads:
+    """The classifier's heads for a batch of prepared inputs (torch, before any scaling).
+
+    Attributes:
+        pitch_logits: ``[B, 128]``.
+        family_logits: ``[B, 11]``.
+        pitch_embedding: ``[B, D]`` the pitch head's features.
+        family_embedding: ``[B, D]`` the family head's features.
+    """
+
+    pitch_logits: torch.Tensor
+    family_logits: torch.Tensor
+    pitch_embedding: torch.Tensor
+    family_embedding: torch.Tensor
+
+
 def _conv_block(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, padding=1, bias=False),
@@ -178,20 +195,17 @@ class NoteClassifier(nn.Module):
         pooled = spec.reshape(*spec.shape[:2], -1, cfg.time_pool).mean(dim=-1)  # [B, F, T']
         return torch.matmul(self.projection, pooled)  # [B, bands, T']
 
-    def forward_prepared(
-        self, x: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Trunk input ``[B, bands, frames]`` -> pitch logits ``[B, 128]``, family logits
-        ``[B, 11]``, pitch embedding ``[B, D]``, family embedding ``[B, D]``."""
+    def forward_prepared(self, x: torch.Tensor) -> ClassifierHeads:
+        """Trunk input ``[B, bands, frames]`` -> logits and embeddings of both heads."""
         h = self.trunk(x[:, None])
         pitch_emb = self.pitch_embed(h)
         family_emb = self.family_embed(h)
-        return self.pitch_head(pitch_emb), self.family_head(family_emb), pitch_emb, family_emb
+        return ClassifierHeads(self.pitch_head(pitch_emb), self.family_head(family_emb), pitch_emb, family_emb)
 
     def forward(self, spec: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Log spectrogram ``[B, F, T]`` -> (pitch logits ``[B, 128]``, family logits ``[B, 11]``)."""
-        pitch, family, _, _ = self.forward_prepared(self.prepare(spec))
-        return pitch, family
+        heads = self.forward_prepared(self.prepare(spec))
+        return heads.pitch_logits, heads.family_logits
 
     @torch.no_grad()
     def describe(
@@ -217,11 +231,11 @@ class NoteClassifier(nn.Module):
             chunk = specs[start : start + batch_size]
             batch = torch.as_tensor(np.asarray(chunk, dtype=np.float32)).to(device)
             x = self.prepare(batch)
-            pitch, family, pitch_emb, family_emb = self.forward_prepared(x)
-            outs["pp"].append(pitch.softmax(-1).cpu().numpy())
-            outs["fp"].append(family.softmax(-1).cpu().numpy())
-            outs["pe"].append((pitch_emb / self.embedding_scale[0]).cpu().numpy())
-            outs["fe"].append((family_emb / self.embedding_scale[1]).cpu().numpy())
+            heads = self.forward_prepared(x)
+            outs["pp"].append(heads.pitch_logits.softmax(-1).cpu().numpy())
+            outs["fp"].append(heads.family_logits.softmax(-1).cpu().numpy())
+            outs["pe"].append((heads.pitch_embedding / self.embedding_scale[0]).cpu().numpy())
+            outs["fe"].append((heads.family_embedding / self.embedding_scale[1]).cpu().numpy())
             outs["sf"].append(nn.functional.avg_pool2d(x[:, None], 2).flatten(1).cpu().numpy())
             if progress:
                 progress(len(batch))
@@ -244,8 +258,8 @@ def calibrate_embedding_scale(
     model.eval()
     sums = torch.zeros(2, dtype=torch.float64)
     for start in range(0, len(x), batch_size):
-        _, _, pe, fe = model.forward_prepared(x[start : start + batch_size].float())
-        sums += torch.stack([pe.double().pow(2).sum(), fe.double().pow(2).sum()])
+        heads = model.forward_prepared(x[start : start + batch_size].float())
+        sums += torch.stack([heads.pitch_embedding.double().pow(2).sum(), heads.family_embedding.double().pow(2).sum()])
     rms = (sums / (len(x) * model.config.embed_dim)).sqrt().clamp_min(1e-6)
     model.embedding_scale.copy_(rms.float())
     model.train(was_training)

@@ -66,9 +66,9 @@ def _accuracy(model: NoteClassifier, x: torch.Tensor, pitch: torch.Tensor, famil
     hits_p = hits_f = 0
     with torch.no_grad():
         for start in range(0, len(x), 256):
-            lp, lf, _, _ = model.forward_prepared(x[start : start + 256].float())
-            hits_p += (lp.argmax(-1) == pitch[start : start + 256]).sum().item()
-            hits_f += (lf.argmax(-1) == family[start : start + 256]).sum().item()
+            heads = model.forward_prepared(x[start : start + 256].float())
+            hits_p += (heads.pitch_logits.argmax(-1) == pitch[start : start + 256]).sum().item()
+            hits_f += (heads.family_logits.argmax(-1) == family[start : start + 256]).sum().item()
     model.train()
     return hits_p / len(x), hits_f / len(x)
 
@@ -145,8 +145,8 @@ def train_classifier(
                   disable=not progress_bars) as bar:  # fmt: skip
             for start in range(0, len(order), settings.batch_size):
                 b = order[start : start + settings.batch_size]
-                lp, lf, _, _ = model.forward_prepared(x_train[b].float())
-                loss = loss_fn(lp, p_train[b]) + loss_fn(lf, f_train[b])
+                heads = model.forward_prepared(x_train[b].float())
+                loss = loss_fn(heads.pitch_logits, p_train[b]) + loss_fn(heads.family_logits, f_train[b])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
                 optimiser.step()

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from mars_model.cmx import demultiplex, multiplex
+from mars_model.config import dataclass_from_dict
 from mars_model.modules import (
     Conv2d,
     Downsample,
@@ -21,7 +22,6 @@ from mars_model.modules import (
 )
 from mars_model.spectral import SpectralConfig
 from mars_model.tokenizer.quantizer import MultiScaleResidualVQ
-from mars_model.training import dataclass_from_dict
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,11 @@ from mars_model.tokenizer.perceptual import load_perceptual
 from mars_model.training import (
     AugmentConfig,
     TrainConfig,
-    dataclass_from_dict,
     finetune_init,
     restore_run,
     train,
 )
-from mars_model.weights_io import load_weights, save_weights
+from mars_model.weights_io import save_weights
 
 KIND = "tokenizer"
 
@@ -104,6 +103,16 @@ def reconstruction_loss(weights: Mapping[str, float], spectral: SpectralConfig |
 
 FREEZABLE = ("encoder", "quantizer", "decoder")
 
+#: What a tokenizer training config may hold (checked by :func:`mars_model.config.load_config`).
+CONFIG_SECTIONS = {
+    "data": ("root", "programs"),
+    "tokenizer": TokenizerConfig,
+    "loss": (*LOSS_TERMS, *LOSS_OPTIONS),
+    "train": TrainConfig,
+    "finetune": ("init", "freeze"),
+    "augment": AugmentConfig,
+}
+
 
 def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     """Start from shipped weights and freeze parts, as the config's ``finetune:`` section says.
@@ -166,29 +175,17 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     return model
 
 
-def export_tokenizer(run_dir: str | Path, out: str | Path) -> dict[str, Any]:
-    """Write the run's latest weights as a shipped tokenizer file; returns its metadata."""
+def export_tokenizer(run_dir: str | Path, out: str | Path, recipe: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Write the run's latest weights as a shipped tokenizer file; returns its metadata.
+
+    ``recipe`` (``{"config": FILE, "stage": NAME}``) is recorded in the metadata when given.
+    """
     state, tok_cfg, model = restore_run(run_dir, "tokenizer", TokenizerConfig, build_tokenizer)
     meta = {"steps": int(state["step"]), "data": state["config"].get("data", {}),
             "exported": time.strftime("%Y-%m-%d")}  # fmt: skip
     if state["config"].get("finetune"):
         meta["finetune"] = state["config"]["finetune"]
+    if recipe:
+        meta["recipe"] = dict(recipe)
     save_weights(out, KIND, {"tokenizer": tok_cfg.to_dict()}, model, meta)
     return meta
-
-
-def load_tokenizer(path: str | Path, device: str | torch.device = "cpu") -> Tokenizer:
-    """Load a shipped tokenizer file for inference (eval mode)."""
-    blob = load_weights(path, KIND)
-    raw = dict(blob["config"]["tokenizer"])
-    cfg = TokenizerConfig.from_dict(raw, where=f"{path}: tokenizer")
-    model = build_tokenizer(cfg)
-    try:
-        model.load_state_dict(blob["state"])
-    except RuntimeError:
-        raise MarsError(f"{path}: weights do not match its tokenizer config") from None
-    return model.to(device).eval()
-
-
-def train_config_only(config: Mapping[str, Any]) -> TrainConfig:
-    return dataclass_from_dict(TrainConfig, config.get("train", {}), "train")
