@@ -9,9 +9,21 @@ at ``pkg``; relative imports are resolved against the importing file's package. 
 ``a.b.c`` is an edge to ``a.b.c`` only (not also to the packages ``a`` and ``a.b`` Python runs first),
 as import-linter and pydeps count them.
 
-The layers (../shared/STYLE.md, ../shared/DESIGN.md): ``engine.bindings`` (CLI, OSC) -> ``engine.live``
--> ``engine.synth`` / ``engine.midi`` / ``engine.drivers`` / the engine's top-level modules ->
-``mars_model``; nothing imports upward, and ``mars_model`` never imports ``engine``.
+What is checked, over every ``.py`` file under engine/, mars_model/ and tools/:
+
+- no import cycle between modules (a strongly connected component of more than one), and none
+  between the engine's parts (``engine.live``, ``engine.synth``, ``engine.note_cache``, ... as nodes);
+- the layers of ../shared/STYLE.md and ../shared/DESIGN.md point one way (:data:`LAYERS`):
+  ``engine.bindings`` (CLI, OSC) -> ``engine.live`` / ``engine.render`` -> ``engine.synth`` /
+  ``engine.midi`` / ``engine.drivers`` / ``engine.note_cache`` / ``engine.preset`` / ``engine.model``
+  -> ``mars_model``; ``mars_model`` never imports ``engine``, and the engine sees the model only
+  through its public API (:data:`MODEL_API`);
+- no engine module reads another module's private names (``from m import _x``; ``obj._x`` on
+  anything but ``self``/``cls`` unless the module defines ``_x`` itself), bar the third-party ones
+  in :data:`THIRD_PARTY_PRIVATE`;
+- no engine function returns a tuple of four or more values (return a small dataclass).
+
+Each check has a test of its own on a small made-up graph or source, so a failure here is real.
 """
 
 from __future__ import annotations
@@ -28,19 +40,18 @@ ROOT = Path(__file__).resolve().parents[1]
 #: scripts are named ``tools.<script>``).
 PACKAGES = ("engine", "mars_model", "tools")
 
-#: (importer, imported): no module under the first prefix may import one under the second.
-LAYER_RULES = (
-    ("mars_model", "engine"),
-    ("engine.synth", "engine.live"),
-    ("engine.synth", "engine.bindings"),
-    ("engine.midi", "engine.live"),
-    ("engine.midi", "engine.bindings"),
-    ("engine.drivers", "engine.live"),
-    ("engine.drivers", "engine.bindings"),
-    ("engine.live", "engine.bindings"),
+#: The layers, top first: a module may import its own layer and the ones below, never one above.
+#: Peers in a layer may import each other (the cycle test keeps that one-way too).
+LAYERS = (
+    ("engine.bindings",),  # CLI, OSC: the ways people drive the engine
+    ("engine.live", "engine.render"),  # live play; offline render
+    ("engine.synth", "engine.midi", "engine.drivers", "engine.note_cache", "engine.preset", "engine.model"),
+    ("mars_model",),
 )
-#: The engine's modules below ``live`` that are not in a folder of their own.
-LOWER_ENGINE_MODULES = ("engine.note_cache", "engine.preset", "engine.model")
+#: What the engine may import of the model package: its narrow public API. ``engine.model`` is the one
+#: place that loads the model itself (``mars_model.generator``).
+MODEL_API = ("mars_model", "mars_model.api", "mars_model.errors")
+MODEL_LOADER = "engine.model"
 
 #: Private names of third-party libraries the engine uses on purpose, as (module, expression); each is
 #: documented where it is used and in ../shared/DESIGN.md. Only third-party names belong here.
@@ -202,11 +213,27 @@ def _under(module: str, prefix: str) -> bool:
     return module == prefix or module.startswith(prefix + ".")
 
 
+def _layer(module: str) -> int | None:
+    for depth, layer in enumerate(LAYERS):
+        if any(_under(module, part) for part in layer):
+            return depth
+    return None
+
+
 def layer_violations(edges: Iterable[Import]) -> list[Import]:
-    """Imports that point up a layer (see :data:`LAYER_RULES`)."""
-    rules = list(LAYER_RULES)
-    rules += [(low, high) for low in LOWER_ENGINE_MODULES for high in ("engine.live", "engine.bindings")]
-    return [e for e in edges if any(_under(e.importer, a) and _under(e.imported, b) for a, b in rules)]
+    """Imports that point up a layer (see :data:`LAYERS`)."""
+    found = []
+    for edge in edges:
+        importer, imported = _layer(edge.importer), _layer(edge.imported)
+        if importer is not None and imported is not None and imported < importer:
+            found.append(edge)
+    return found
+
+
+def model_api_violations(edges: Iterable[Import]) -> list[Import]:
+    """Engine imports of the model package beyond :data:`MODEL_API` (outside :data:`MODEL_LOADER`)."""
+    return [e for e in edges if _under(e.importer, "engine") and _under(e.imported, "mars_model")
+            and e.imported not in MODEL_API and e.importer != MODEL_LOADER]  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------- private names
@@ -296,6 +323,12 @@ def test_layers_point_one_way():
     assert not violations, "imports that point up a layer:\n" + "\n".join(f"    {e}" for e in violations)
 
 
+def test_the_engine_sees_the_model_only_through_its_public_api():
+    violations = model_api_violations(find_imports(find_modules(ROOT)))
+    assert not violations, (f"use {', '.join(MODEL_API)} (or load the model in {MODEL_LOADER}):\n"
+                            + "\n".join(f"    {e}" for e in violations))  # fmt: skip
+
+
 def test_no_engine_module_reads_another_modules_private_names():
     found = [use for module, path in find_modules(ROOT, ["engine"]).items() for use in private_uses(module, path)]
     assert not found, "private names read across modules (give the owner a public method):\n" + "\n".join(found)
@@ -349,11 +382,23 @@ def test_upward_imports_are_reported():
     edges = [Import("engine.live.engine", "engine.bindings.osc", Path("engine.py"), 3),
              Import("engine.drivers.midi_in", "engine.live.threads", Path("midi_in.py"), 9),
              Import("engine.note_cache", "engine.live.generation", Path("note_cache.py"), 5),
+             Import("engine.synth.voice", "engine.render", Path("voice.py"), 4),
              Import("mars_model.api", "engine.model", Path("api.py"), 1),
              Import("engine.bindings.osc", "engine.live.events", Path("osc.py"), 2),
-             Import("engine.livewire", "engine.bindings.osc", Path("livewire.py"), 2)]  # fmt: skip
+             Import("engine.live.engine", "engine.render", Path("engine.py"), 7),
+             Import("engine.midi.dispatch", "engine.synth.synth", Path("dispatch.py"), 8),
+             Import("engine.livewire", "engine.bindings.osc", Path("livewire.py"), 2),
+             Import("tools.bench_latency", "engine.live.engine", Path("bench_latency.py"), 2)]  # fmt: skip
     assert [e.importer for e in layer_violations(edges)] == [
-        "engine.live.engine", "engine.drivers.midi_in", "engine.note_cache", "mars_model.api"]  # fmt: skip
+        "engine.live.engine", "engine.drivers.midi_in", "engine.note_cache", "engine.synth.voice", "mars_model.api"]  # fmt: skip
+
+
+def test_engine_imports_of_the_model_beyond_its_api_are_reported():
+    edges = [Import("engine.render", "mars_model.api", Path("render.py"), 1),
+             Import("engine.model", "mars_model.generator", Path("model.py"), 2),
+             Import("engine.live.engine", "mars_model.generator", Path("engine.py"), 3),
+             Import("tools.bench_generate", "mars_model.generator", Path("bench_generate.py"), 4)]  # fmt: skip
+    assert [e.importer for e in model_api_violations(edges)] == ["engine.live.engine"]
 
 
 def test_private_names_of_other_modules_are_reported():
