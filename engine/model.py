@@ -40,6 +40,32 @@ def default_note_source(device: str = "cpu") -> NoteSource:
     return source
 
 
+def live_note_source(device: str = "auto", backend: str = "eager") -> NoteSource:
+    """The model for live play: on CUDA when there is a GPU (``device="auto"``), else the CPU.
+
+    ``MARS_SYNTH_NOTE_SOURCE`` still names another NoteSource (the tests' instrument).
+
+    Args:
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        backend: the NoteGenerator backend (``eager``, ``compile``, ``cuda-graphs``, ``tensorrt``).
+    Raises:
+        MarsError: no model, or a backend other than ``eager`` for a source that has none.
+    """
+    if os.environ.get(SOURCE_VARIABLE):
+        return default_note_source()
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    source = default_note_source(device)
+    if backend != "eager":
+        set_backend = getattr(source, "set_backend", None)
+        if set_backend is None:
+            raise MarsError(f"this note source has no backends; --backend {backend} needs the MARS model")
+        set_backend(backend)
+    return source
+
+
 def default_model_id() -> str | None:
     """The model's id without loading its weights, when the model package can tell it cheaply.
 

@@ -122,16 +122,22 @@ class NoteCache:
         if missing:
             self._generate(missing)
 
-    # ----------------------------------------------------------------- internals
+    def forget(self, keys: Iterable[NoteKey]) -> None:
+        """Drop these notes from memory (their disk copies stay): for a user that keeps them itself."""
+        for key in keys:
+            self._notes.pop(key, None)
 
-    def _source(self) -> NoteSource:
+    def note_source(self) -> NoteSource:
+        """The NoteSource (loaded now when the cache was given a function that returns it)."""
         if not isinstance(self.source, NoteSource):
             self.source = self.source()
         return self.source
 
+    # ----------------------------------------------------------------- internals
+
     def _model_id(self) -> str:
         if self.model_id is None:
-            self.model_id = str(self._source().model_id)
+            self.model_id = str(self.note_source().model_id)
         return self.model_id
 
     def _disk_path(self, key: NoteKey, suffix: str) -> Path | None:
@@ -211,7 +217,7 @@ class NoteCache:
     def _generate(self, keys: list[NoteKey]) -> None:
         from tqdm import tqdm
 
-        source = self._source()
+        source = self.note_source()
         low, high = source.pitch_range
         bar = tqdm(total=len(keys), unit="note", desc="generating notes", disable=not self.progress,
                    file=sys.stderr, leave=False)  # fmt: skip

@@ -7,7 +7,7 @@ timetag: this server instead stamps the event with its due time and the control 
 schedules it on the audio clock. Every handler checks its arguments (ints and floats are
 accepted alike) and answers problems on ``/mars/error`` to the sender; a malformed packet
 never raises out of the server. The namespace is documented in the README (section "Live
-play") and in :data:`NAMESPACE`.
+play") and in :data:`engine.live.namespace.NAMESPACE`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from engine.drivers.threads import prefer_realtime
 from engine.live.control import PARAMS
 from engine.live.events import LiveEvent
-from engine.live.threads import prefer_realtime
+from engine.live.namespace import QUERIES
 from engine.preset import Preset, find_preset
 from engine.synth.voice import Patch
 from mars_model.errors import MarsError
@@ -37,20 +38,6 @@ FLOOD_SLICE_SECONDS = 0.004
 #: Morph positions are rounded to this step, so sweeping a morph reuses generated notes.
 MORPH_STEP = 0.05
 DEFAULT_PORT = 9000
-
-NAMESPACE = {
-    "/mars/note": "pitch velocity [id]: note on, MIDI channel 1 (velocity 0 = note off)",
-    "/mars/note_off": "pitch [id]: note off (by id when given)",
-    "/mars/fnote": "freq_hz velocity [id]: note at any frequency (nearest key, detuned by pitch bend)",
-    "/mars/cc": "channel(1-16) number value: MIDI control change",
-    "/mars/bend": "channel(1-16) value(-8192..8191): pitch bend",
-    "/mars/program": "channel(1-16) program(0-127): program change (GM map)",
-    "/mars/preset": "name: play this preset on every channel",
-    "/mars/morph": "preset_a preset_b t(0..1): play a timbre morph of two presets on every channel",
-    "/mars/param/<name>": "value: live parameter (gain, attack, release, transpose)",
-    "/mars/panic": "silence every voice, pedals up",
-    "/mars/q/<what>": "query (voices, status, presets, preset, params, latency, namespace), answered to the sender",
-}
 
 
 def _quiet_pythonosc(record: logging.LogRecord) -> bool:
@@ -333,6 +320,3 @@ class OscServer:
     def _panic(self, args: tuple):
         return "panic", None
 
-
-#: The queries ``/mars/q/<what>`` answers (see :meth:`engine.live.engine.LiveEngine.query`).
-QUERIES = ("voices", "status", "presets", "preset", "params", "latency", "namespace")

@@ -95,9 +95,10 @@ def settings_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     """Play until Ctrl-C (or SIGTERM, or ``--duration``); prints a status line and a summary to stderr."""
+    from engine.bindings.osc import OscServer
     from engine.live.engine import LiveEngine
 
-    engine = LiveEngine(settings_from_args(args))
+    engine = LiveEngine(settings_from_args(args), osc_server=OscServer)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     tty = sys.stderr.isatty()
@@ -109,10 +110,10 @@ def run(args: argparse.Namespace) -> int:
                 inputs.append(f"OSC {engine.osc.address[0]}:{engine.osc.address[1]}")
             print(f"mars-synth play: {engine.device_name} at {engine.sample_rate} Hz; listening on "
                   f"{', '.join(inputs) or 'nothing'}; Ctrl-C stops", file=sys.stderr, flush=True)  # fmt: skip
+        from engine.drivers.threads import prefer_realtime
         from engine.live.engine import settle_garbage
-        from engine.live.threads import prefer_realtime
 
-        prefer_realtime()  # this thread too takes the GIL (status line, gc) - see engine.live.threads
+        prefer_realtime()  # this thread too takes the GIL (status line, gc) - see engine.drivers.threads
         waited = 0.0
         while not stop.is_set():
             stop.wait(0.25)

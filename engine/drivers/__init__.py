@@ -1,1 +1,2 @@
-"""Drivers: the audio output stream (sounddevice/PortAudio) and MIDI input ports (python-rtmidi + mido)."""
+"""Drivers: the audio output stream (sounddevice/PortAudio), MIDI input ports (python-rtmidi + mido), and
+real-time scheduling of the helper threads (SCHED_FIFO)."""

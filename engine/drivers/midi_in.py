@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import mido
 
+from engine.drivers.threads import prefer_realtime
 from mars_model.errors import MarsError
 
 APIS = ("alsa", "jack")
@@ -165,8 +166,6 @@ class MidiInput:
                 self.dropped += 1
 
     def _run(self) -> None:
-        from engine.live.threads import prefer_realtime
-
         prefer_realtime()
         next_check = time.monotonic() + DISCONNECT_CHECK_SECONDS
         get = self._client.get_message

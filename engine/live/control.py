@@ -29,9 +29,9 @@ from dataclasses import dataclass
 
 import mido
 
+from engine.drivers.threads import prefer_realtime
 from engine.live.events import GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
 from engine.live.renderer import BlockRenderer
-from engine.live.threads import prefer_realtime
 from engine.midi.dispatch import NoteStart
 from engine.midi.program_map import ProgramMap
 from engine.note_cache import NoteKey

@@ -11,12 +11,13 @@ are written to the disk cache) before the process exits.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -24,10 +25,12 @@ from engine.drivers.audio import AudioSettings, open_stream, resolve_device
 from engine.live.control import PARAMS, ControlThread, LiveControl
 from engine.live.events import LiveEvent
 from engine.live.generation import GenerationWorker, InProcessNoteMaker, ProcessNoteMaker
+from engine.live.namespace import NAMESPACE
 from engine.live.renderer import BlockRenderer
 from engine.midi.program_map import ProgramMap
+from engine.model import live_note_source
 from engine.note_cache import NoteCache
-from engine.preset import load_presets
+from engine.preset import Preset, load_presets
 from engine.synth.synth import Synth
 from mars_model.api import NoteSource
 from mars_model.errors import MarsError
@@ -113,44 +116,63 @@ def settle_garbage() -> None:
     gc.freeze()
 
 
-def live_note_source(device: str = "auto", backend: str = "eager") -> NoteSource:
-    """The model for live play: on CUDA when there is a GPU (``device="auto"``), else the CPU.
+class OscInput(Protocol):
+    """An OSC front end the engine starts and closes (:class:`engine.bindings.osc.OscServer`)."""
 
-    ``MARS_SYNTH_NOTE_SOURCE`` still names another NoteSource (the tests' instrument).
-    """
-    from engine.model import SOURCE_VARIABLE, default_note_source
+    #: ``(host, port)`` it listens on.
+    address: tuple
 
-    if os.environ.get(SOURCE_VARIABLE):
-        return default_note_source()
-    if device == "auto":
-        import torch
+    def start(self) -> None:
+        """Start serving (on a thread of its own)."""
+        ...
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    source = default_note_source(device)
-    if backend != "eager":
-        set_backend = getattr(source, "set_backend", None)
-        if set_backend is None:
-            raise MarsError(f"this note source has no backends; --backend {backend} needs the MARS model")
-        set_backend(backend)
-    return source
+    def close(self) -> None:
+        """Stop serving and close the socket."""
+        ...
+
+
+#: Builds the OSC front end: ``(put, query, presets, host, port) -> OscInput``. ``put`` takes the
+#: events it receives, ``query(what)`` answers ``/mars/q/<what>`` (``None``: unknown query).
+OscFactory = Callable[[Callable[[LiveEvent], None], Callable[[str], list | None], Mapping[str, Preset], str, int],
+                      OscInput]  # fmt: skip
 
 
 class LiveEngine:
     """MIDI and OSC in, the model warm, sound out. ``start()``, then ``stop()`` (also on errors).
 
+    The engine builds no OSC server itself (bindings sit above it): ``play`` hands it
+    :class:`engine.bindings.osc.OscServer` as ``osc_server``.
+
+    Example::
+
+        from engine.bindings.osc import OscServer
+        engine = LiveEngine(PlaySettings(virtual_midi=["mars-synth"]), osc_server=OscServer)
+        engine.start()
+        ...
+        engine.stop()
+
     Args:
         settings: what to open and how.
         source: a NoteSource to use instead of loading the model (tests, benchmarks).
+        osc_server: builds the OSC front end when ``settings.osc_port`` is set.
+    Raises:
+        MarsError: the settings are invalid.
+        ValueError: ``settings.osc_port`` is set and no ``osc_server`` was given.
     """
 
-    def __init__(self, settings: PlaySettings, source: NoteSource | None = None) -> None:
+    def __init__(self, settings: PlaySettings, source: NoteSource | None = None,
+                 osc_server: OscFactory | None = None) -> None:  # fmt: skip
         settings.check()
+        if settings.osc_port is not None and osc_server is None:
+            raise ValueError(f"OSC port {settings.osc_port} is set but no osc_server was given: pass "
+                             "osc_server=engine.bindings.osc.OscServer, or set osc_port=None")  # fmt: skip
         self.settings = settings
         self._given_source = source
+        self._osc_server = osc_server
         self.presets = load_presets()
         self.program_map = ProgramMap.load(settings.channel_map, settings.preset, self.presets)
         self.stream = None
-        self.osc = None
+        self.osc: OscInput | None = None
         self.midi_inputs: list = []
         self.started_at = 0.0
         self.warnings: list[str] = []
@@ -200,11 +222,9 @@ class LiveEngine:
             for name in settings.virtual_midi:
                 self.midi_inputs.append(MidiInput(api, name, True, self._midi, self._disconnect))
             self.midi_api = api
-        if settings.osc_port is not None:
-            from engine.bindings.osc import OscServer
-
-            self.osc = OscServer(self.control_thread.put, self.query, self.presets, settings.osc_host,
-                                 settings.osc_port)  # fmt: skip
+        if settings.osc_port is not None and self._osc_server is not None:
+            self.osc = self._osc_server(self.control_thread.put, self.query, self.presets, settings.osc_host,
+                                        settings.osc_port)  # fmt: skip
         self.stream = open_stream(settings.audio, self.renderer, index, rate, channels)
         self.control.output_latency = float(self.stream.latency)
         self.worker.start()
@@ -277,8 +297,6 @@ class LiveEngine:
 
     def query(self, what: str) -> list | None:
         """Answers to ``/mars/q/<what>`` (see the README), or ``None`` for an unknown query."""
-        from engine.bindings.osc import NAMESPACE
-
         synth, control, gen = self.synth, self.control, self.worker.stats
         if what == "voices":
             return [synth.active_voices, synth.polyphony]

@@ -25,7 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from engine.live.threads import prefer_realtime
+from engine.drivers.threads import prefer_realtime
+from engine.model import live_note_source
 from engine.note_cache import NoteCache, NoteKey
 from engine.preset import Preset
 from engine.synth.sample import NoteSample
@@ -55,6 +56,21 @@ class GenerationStats:
         return self.model_seconds / self.generated if self.generated else 0.0
 
 
+@dataclass(frozen=True)
+class MadeNotes:
+    """What one :meth:`NoteMaker.make` call brought in.
+
+    Args:
+        notes: ``(key, prepared note)`` for every key asked for, in order.
+        generated: how many of them the model generated.
+        from_disk: how many came from the disk cache.
+    """
+
+    notes: list[tuple[NoteKey, NoteSample]]
+    generated: int
+    from_disk: int
+
+
 class NoteMaker(Protocol):
     """Makes notes for the worker: from the note cache, its disk, or the model."""
 
@@ -68,8 +84,8 @@ class NoteMaker(Protocol):
         """Generate one note of ``preset`` (not kept) so the model is loaded and warm; returns seconds."""
         ...
 
-    def make(self, batch: list[tuple[Preset, NoteKey]]) -> tuple[list[tuple[NoteKey, NoteSample]], int, int]:
-        """Bring the notes in; returns ``(notes, how many were generated, how many came from disk)``."""
+    def make(self, batch: list[tuple[Preset, NoteKey]]) -> MadeNotes:
+        """Bring the notes of ``batch`` in (from memory, disk or the model)."""
         ...
 
     def close(self) -> None:
@@ -88,24 +104,24 @@ class InProcessNoteMaker:
 
     def __init__(self, cache: NoteCache) -> None:
         self.cache = cache
-        source = cache._source()
+        source = cache.note_source()
         self.model_id = str(source.model_id)
         self.pitch_range = tuple(getattr(source, "pitch_range", (21, 108)))
         self.warnings = cache.warnings
 
     def warm_up(self, preset: Preset) -> float:
         started = time.perf_counter()
-        self.cache._source().generate([preset.request(60, 100, self.cache.seed)])
+        self.cache.note_source().generate([preset.request(60, 100, self.cache.seed)])
         return time.perf_counter() - started
 
-    def make(self, batch: list[tuple[Preset, NoteKey]]) -> tuple[list[tuple[NoteKey, NoteSample]], int, int]:
+    def make(self, batch: list[tuple[Preset, NoteKey]]) -> MadeNotes:
         return _make(self.cache, batch, keep=True)
 
     def close(self) -> None:
         pass
 
 
-def _make(cache: NoteCache, batch: list[tuple[Preset, NoteKey]], keep: bool):
+def _make(cache: NoteCache, batch: list[tuple[Preset, NoteKey]], keep: bool) -> MadeNotes:
     keys = []
     for preset, key in batch:
         cache.key(preset, key.pitch, key.velocity)  # registers the preset for the cache's requests
@@ -114,9 +130,8 @@ def _make(cache: NoteCache, batch: list[tuple[Preset, NoteKey]], keep: bool):
     cache.fill(keys)
     notes = [(key, cache.get(key)) for key in keys]
     if not keep:  # the engine holds them now; a second copy here would only double the memory
-        for key in keys:
-            cache._notes.pop(key, None)
-    return notes, cache.stats.generated - generated, cache.stats.disk_hits - disk
+        cache.forget(keys)
+    return MadeNotes(notes, cache.stats.generated - generated, cache.stats.disk_hits - disk)
 
 
 class ProcessNoteMaker:
@@ -130,7 +145,7 @@ class ProcessNoteMaker:
     Args:
         sample_rate, seed, cache_dir: as :class:`NoteCache` takes them.
         source: a picklable NoteSource to use; ``None`` loads the model there
-            (``live_note_source(device, backend)``).
+            (:func:`engine.model.live_note_source`).
         device, backend: where and how the model runs.
     Raises:
         MarsError: the process could not load the model (the child's one-line reason).
@@ -169,11 +184,11 @@ class ProcessNoteMaker:
         self._conn.send(("warm", preset))
         return float(self._receive()[1])
 
-    def make(self, batch: list[tuple[Preset, NoteKey]]) -> tuple[list[tuple[NoteKey, NoteSample]], int, int]:
+    def make(self, batch: list[tuple[Preset, NoteKey]]) -> MadeNotes:
         self._conn.send(("make", batch))
-        _, notes, generated, disk, warnings = self._receive()
+        _, made, warnings = self._receive()
         self.warnings.extend(w for w in warnings if w not in self.warnings)
-        return notes, generated, disk
+        return made
 
     def close(self) -> None:
         if self._process.is_alive():
@@ -200,8 +215,6 @@ def _worker_main(conn, sample_rate: int, seed: int, cache_dir, source, device: s
         pass
     try:
         if source is None:
-            from engine.live.engine import live_note_source
-
             source = live_note_source(device, backend)
         cache = NoteCache(sample_rate, source, str(source.model_id), seed, cache_dir, progress=False)
         conn.send(("ready", str(source.model_id), tuple(getattr(source, "pitch_range", (21, 108)))))
@@ -221,8 +234,7 @@ def _worker_main(conn, sample_rate: int, seed: int, cache_dir, source, device: s
                 source.generate([request[1].request(60, 100, seed)])
                 conn.send(("warm", time.perf_counter() - started))
             elif request[0] == "make":
-                notes, generated, disk = _make(cache, request[1], keep=False)
-                conn.send(("made", notes, generated, disk, list(cache.warnings)))
+                conn.send(("made", _make(cache, request[1], keep=False), list(cache.warnings)))
         except (MarsError, ValueError, RuntimeError, OSError) as err:
             conn.send(("error", str(err)))
 
@@ -346,7 +358,7 @@ class GenerationWorker:
             return
         started = time.perf_counter()
         try:
-            notes, made, disk_hits = self.maker.make([(self._presets[key.identity], key) for key in batch])
+            made = self.maker.make([(self._presets[key.identity], key) for key in batch])
         except (MarsError, ValueError, RuntimeError, OSError) as err:
             self.stats.errors += 1
             self.stats.last_error = str(err)
@@ -354,13 +366,13 @@ class GenerationWorker:
                 self._done.update(batch)  # do not retry forever; the keys play from neighbours
             return
         elapsed = time.perf_counter() - started
-        self.stats.disk_hits += disk_hits
-        if made:
-            self.stats.generated += made
+        self.stats.disk_hits += made.from_disk
+        if made.generated:
+            self.stats.generated += made.generated
             self.stats.batches += 1
             self.stats.model_seconds += elapsed
             self.stats.last_batch_seconds = elapsed
         with self._wake:
             self._done.update(batch)
-        for key, sample in notes:
+        for key, sample in made.notes:
             self.on_ready(key, sample)
