@@ -146,7 +146,7 @@ class _Coarse:
     """A condition's first scales: their token maps, running latent, and KV cache."""
 
     indices: list[torch.Tensor]
-    f_hat: torch.Tensor
+    f_hat: torch.Tensor | None
     caches: list[dict[str, torch.Tensor]]
 
 
@@ -289,7 +289,8 @@ class NoteGenerator:
             return self._generate_without_cache(rows, cond, uncond, guidance, generators, pitch, weights)
 
         n_coarse = self.coarse_scales if use_coarse_cache else 0
-        start, indices, f_hat, caches = self._coarse_start(keys, n_coarse, uncond)
+        start, state = self._coarse_start(keys, n_coarse, uncond)
+        indices, f_hat, caches = state.indices, state.f_hat, state.caches
         for k in range(start, len(q.scales)):
             scale_input = None if k == 0 else q.next_input(f_hat, k - 1)
             logits = self._guided_logits(cond, uncond, k, scale_input, caches, guidance)
@@ -315,11 +316,12 @@ class NoteGenerator:
     def _condition_seed(key: str) -> int:
         return int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") >> 1
 
-    def _coarse_start(self, keys, n_coarse, uncond):
-        """Resume from cached coarse scales when every request of the batch has them."""
+    def _coarse_start(self, keys, n_coarse, uncond) -> tuple[int, _Coarse]:
+        """The first scale to generate and the state before it: the cached coarse scales when
+        every request of the batch has them (batched), else nothing (scale 0)."""
         caches = [{} for _ in self.autoregressor.blocks]
         if not n_coarse or not all(k in self._coarse for k in keys):
-            return 0, [], None, caches
+            return 0, _Coarse([], None, caches)
         entries = [self._coarse[k] for k in keys]
         for k in keys:
             self._coarse.move_to_end(k)
@@ -332,7 +334,7 @@ class NoteGenerator:
                 if uncond is not None:  # stored as [cond rows; uncond rows] per entry
                     parts = [p[: len(p) // 2] for p in parts] + [p[len(p) // 2 :] for p in parts]
                 cache[name] = torch.cat(parts)
-        return n_coarse, indices, f_hat, caches
+        return n_coarse, _Coarse(indices, f_hat, caches)
 
     def _store_coarse(self, keys, indices, f_hat, caches, guided: bool) -> None:
         b = len(keys)

@@ -13,15 +13,15 @@ What is checked, over every ``.py`` file under engine/, mars_model/ and tools/:
 
 - no import cycle between modules (a strongly connected component of more than one), and none
   between the engine's parts (``engine.live``, ``engine.synth``, ``engine.note_cache``, ... as nodes);
-- the layers of ../shared/STYLE.md and ../shared/DESIGN.md point one way (:data:`LAYERS`):
+- the layers of house plan (docs/architecture.md) point one way (:data:`LAYERS`):
   ``engine.bindings`` (CLI, OSC) -> ``engine.live`` / ``engine.render`` -> ``engine.synth`` /
   ``engine.midi`` / ``engine.drivers`` / ``engine.note_cache`` / ``engine.preset`` / ``engine.model``
   -> ``mars_model``; ``mars_model`` never imports ``engine``, and the engine sees the model only
   through its public API (:data:`MODEL_API`);
-- no engine module reads another module's private names (``from m import _x``; ``obj._x`` on
+- no module reads another module's private names (``from m import _x``; ``obj._x`` on
   anything but ``self``/``cls`` unless the module defines ``_x`` itself), bar the third-party ones
   in :data:`THIRD_PARTY_PRIVATE`;
-- no engine function returns a tuple of four or more values (return a small dataclass).
+- no engine or model function returns a tuple of four or more values (return a small dataclass).
 
 Each check has a test of its own on a small made-up graph or source, so a failure here is real.
 """
@@ -329,13 +329,14 @@ def test_the_engine_sees_the_model_only_through_its_public_api():
                             + "\n".join(f"    {e}" for e in violations))  # fmt: skip
 
 
-def test_no_engine_module_reads_another_modules_private_names():
-    found = [use for module, path in find_modules(ROOT, ["engine"]).items() for use in private_uses(module, path)]
+def test_no_module_reads_another_modules_private_names():
+    modules = find_modules(ROOT, ["engine", "mars_model", "tools"])
+    found = [use for module, path in modules.items() for use in private_uses(module, path)]
     assert not found, "private names read across modules (give the owner a public method):\n" + "\n".join(found)
 
 
-def test_engine_functions_return_named_results_not_long_tuples():
-    found = [hit for path in find_modules(ROOT, ["engine"]).values() for hit in long_tuple_returns(path)]
+def test_engine_and_model_functions_return_named_results_not_long_tuples():
+    found = [hit for path in find_modules(ROOT, ["engine", "mars_model"]).values() for hit in long_tuple_returns(path)]
     assert not found, "return a small dataclass instead:\n" + "\n".join(found)
 
 
