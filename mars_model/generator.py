@@ -197,6 +197,10 @@ class NoteGenerator:
         self._step = self.autoregressor.step
         self.set_backend(backend)
 
+    def clear_coarse_cache(self) -> None:
+        """Forget every cached coarse scale (the notes made afterwards are the same, only slower)."""
+        self._coarse.clear()
+
     # -- validation ------------------------------------------------------------------------
     def check(self, request: NoteRequest) -> None:
         """Raise :class:`MarsError` if the model cannot make ``request``."""
