@@ -242,9 +242,10 @@ class NoteCache:
                     self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
                 bar.update(count)
 
-            many = getattr(source, "generate_many", None)  # the model's pipelined batches
-            if many is not None:
-                many(requests, self.batch_size, on_batch=keep)
+            batches = getattr(source, "generate_batches", None)  # the model's pipelined batches
+            if batches is not None:
+                for first, waves in batches(requests, self.batch_size):
+                    keep(first, waves)
             else:  # any NoteSource
                 for start in range(0, len(keys), self.batch_size):
                     keep(start, source.generate(requests[start : start + self.batch_size]))
