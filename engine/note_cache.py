@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +26,9 @@ from engine.preset import Preset
 from engine.synth.sample import NoteSample, prepare_note
 from mars_model.api import VELOCITY_BUCKETS, NoteSource, velocity_bucket
 from mars_model.errors import MarsError
+
+#: Where the note cache keeps the last measured generation speed per model (``render --dry-run``).
+SPEED_FILE = "generation-speed.json"
 
 
 def default_cache_dir() -> Path:
@@ -122,6 +127,36 @@ class NoteCache:
         if missing:
             self._generate(missing)
 
+    def has(self, key: NoteKey) -> bool:
+        """Whether ``key`` would come without generating (in memory, or on disk: prepared or raw)."""
+        if key in self._notes:
+            return True
+        prepared = self._disk_path(key, f"{self.sample_rate}.note")
+        return prepared is not None and (prepared.is_file() or prepared.with_name(
+            prepared.name.replace(f".{self.sample_rate}.note", ".raw.npz")).is_file())  # fmt: skip
+
+    def measured_speed(self) -> float | None:
+        """Notes per second of the last generation of 16 or more notes by this model with this
+        cache directory (:data:`SPEED_FILE`), or ``None`` if there was none."""
+        if self.cache_dir is None:
+            return None
+        try:
+            speeds = json.loads((self.cache_dir / SPEED_FILE).read_text())
+            return float(speeds[self._model_id()])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _record_speed(self, notes: int, seconds: float) -> None:
+        if self.cache_dir is None or notes < 16 or seconds <= 0:
+            return
+        path = self.cache_dir / SPEED_FILE
+        try:
+            speeds = json.loads(path.read_text()) if path.is_file() else {}
+        except (OSError, ValueError):
+            speeds = {}
+        speeds[self._model_id()] = round(notes / seconds, 2)
+        self._save(path, lambda tmp: tmp.write_text(json.dumps(speeds, indent=1)))
+
     def forget(self, keys: Iterable[NoteKey]) -> None:
         """Drop these notes from memory (their disk copies stay): for a user that keeps them itself."""
         for key in keys:
@@ -219,8 +254,9 @@ class NoteCache:
 
         source = self.note_source()
         low, high = source.pitch_range
-        bar = tqdm(total=len(keys), unit="note", desc="generating notes", disable=not self.progress,
-                   file=sys.stderr, leave=False)  # fmt: skip
+        bar = tqdm(total=len(keys), unit="note", desc=f"generating {len(keys)} notes", disable=not self.progress,
+                   file=sys.stderr, leave=False, smoothing=0.1)  # fmt: skip
+        started = time.perf_counter()
         try:
             roots = [min(max(key.pitch, low), high) for key in keys]
             requests = [self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
@@ -249,6 +285,7 @@ class NoteCache:
             else:  # any NoteSource
                 for start in range(0, len(keys), self.batch_size):
                     keep(start, source.generate(requests[start : start + self.batch_size]))
+            self._record_speed(len(keys), time.perf_counter() - started)
         finally:
             bar.close()
 

@@ -238,6 +238,62 @@ def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> No
                      settings.cache_dir, progress=settings.progress)  # fmt: skip
 
 
+#: Notes per second assumed by :func:`plan_render` before any render on this machine was timed:
+#: the cold dense-file benchmark on a 2-core x86-64 CPU (docs/benchmarks.md).
+ASSUMED_NOTES_PER_SECOND = 20.0
+
+
+@dataclass
+class RenderPlan:
+    """What a render of a file would do, found without loading the model (``render --dry-run``).
+
+    Attributes:
+        seconds: the file's length. notes: notes it plays. distinct: distinct notes it needs.
+        cached: how many of those the note cache already holds. notes_per_second: the last
+        generation speed measured on this machine with this cache (``None``: none yet).
+    """
+
+    seconds: float
+    notes: int
+    distinct: int
+    cached: int
+    notes_per_second: float | None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def to_generate(self) -> int:
+        return self.distinct - self.cached
+
+    @property
+    def estimated_seconds(self) -> float:
+        """Rough time to generate the missing notes (start-up and mixing not included)."""
+        return self.to_generate / (self.notes_per_second or ASSUMED_NOTES_PER_SECOND)
+
+    def summary(self) -> str:
+        """A few lines for a person."""
+        speed = (f"{self.notes_per_second:.1f} notes/s, the last speed measured with this cache"
+                 if self.notes_per_second else
+                 f"{ASSUMED_NOTES_PER_SECOND:.0f} notes/s assumed: no render timed with this cache yet")  # fmt: skip
+        lines = [f"{self.seconds:.1f} s of music, {self.notes} notes, {self.distinct} distinct: "
+                 f"{self.cached} in the cache, {self.to_generate} to generate"]  # fmt: skip
+        if self.to_generate:
+            lines.append(f"generating them takes about {self.estimated_seconds:.0f} s ({speed})")
+        return "\n".join(lines + [f"warning: {w}" for w in self.warnings])
+
+
+def plan_render(midi_path: Path | str, settings: RenderSettings, source: NoteSource | None = None) -> RenderPlan:
+    """Read a file and count the notes it needs and the cache holds; generates nothing."""
+    settings.check()
+    score = read_midi_file(midi_path, settings.sample_rate, settings.max_seconds)
+    program_map = ProgramMap.load(settings.channel_map, settings.preset)
+    cache = make_cache(settings, source)
+    report = RenderReport(sample_rate=settings.sample_rate)
+    keys = list(dict.fromkeys(p.key for p in plan_notes(score, program_map, cache, report) if p is not None))
+    return RenderPlan(seconds=score.end_sample / settings.sample_rate, notes=report.notes, distinct=len(keys),
+                      cached=sum(cache.has(key) for key in keys), notes_per_second=cache.measured_speed(),
+                      warnings=score.warnings + report.warnings)  # fmt: skip
+
+
 def render_to_array(midi_path: Path | str, settings: RenderSettings,
                     source: NoteSource | None = None) -> tuple[np.ndarray, RenderReport]:  # fmt: skip
     """Render a MIDI file into memory.

@@ -7,6 +7,7 @@ or, for the command line, named by ``MARS_SYNTH_NOTE_SOURCE``.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -169,6 +170,23 @@ def test_notes_are_generated_once_in_batches_and_cached_on_disk(tmp_path, source
     other_rate, r3 = render_to_array(path, settings(preset=None, cache_dir=cache, sample_rate=22050), again)
     assert again.calls == [] and r3.cache.disk_hits == r3.distinct_notes  # prepared from the raw notes
     assert list((cache / again.model_id).glob("*.raw.npz"))
+
+
+def test_dry_run_counts_the_notes_a_render_needs_and_learns_the_speed(cli_env, capsys):
+    midi = str(EXAMPLES / "gm_band.mid")
+    assert main(["render", midi, "--dry-run"]) == 0
+    before = capsys.readouterr().out
+    assert "168 notes, 42 distinct: 0 in the cache, 42 to generate" in before
+    assert "notes/s assumed" in before and "channel 10" in before
+    assert not (cli_env / "xdg" / "mars-synth").exists()  # a dry run renders and caches nothing
+    assert main(["render", midi, "-o", str(cli_env / "band.wav"), "--quiet"]) == 0
+    assert main(["render", midi, "--dry-run"]) == 0
+    after = capsys.readouterr().out
+    assert "42 distinct: 42 in the cache, 0 to generate" in after
+    speed = json.loads((cli_env / "xdg" / "mars-synth" / "generation-speed.json").read_text())
+    assert list(speed.values())[0] > 0  # the render recorded how fast it generated
+    assert main(["render", midi]) == 2
+    assert "-o/--output is required" in capsys.readouterr().err
 
 
 def test_programs_the_model_does_not_know_fall_back_with_a_warning(tmp_path):

@@ -25,8 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "skipped with a warning unless --map gives it a preset."
     )
     parser.add_argument("midi", type=Path, metavar="IN.mid", help="the MIDI file")
-    parser.add_argument("-o", "--output", type=Path, required=True, metavar="OUT",
-                        help="output file, .wav or .flac")  # fmt: skip
+    parser.add_argument("-o", "--output", type=Path, metavar="OUT",
+                        help="output file, .wav or .flac (required unless --dry-run)")  # fmt: skip
+    parser.add_argument("--dry-run", action="store_true",
+                        help="render nothing: say how many distinct notes the file needs, how many the "
+                        "cache holds, and roughly how long generating the rest takes")  # fmt: skip
     parser.add_argument("--sample-rate", type=int, default=48000, metavar="HZ",
                         help="output sample rate (default 48000; notes are resampled once, with soxr)")  # fmt: skip
     parser.add_argument("--format", choices=["wav", "flac"], help="file format (default: from the extension)")
@@ -62,6 +65,14 @@ def run(args: argparse.Namespace) -> int:
         channel_map=args.map, tail=args.tail, seed=args.seed, cache_dir=cache_dir,
         progress=not args.quiet and sys.stderr.isatty(), max_seconds=args.max_duration,
     )  # fmt: skip
+    if args.dry_run:
+        from engine.render import plan_render
+
+        print(f"{args.midi}: {plan_render(args.midi, settings).summary()}")
+        return 0
+    if args.output is None:
+        print("mars-synth render: error: -o/--output is required (or ask for --dry-run)", file=sys.stderr)
+        return 2
     report = render_file(args.midi, args.output, settings, fmt=args.format, subtype=args.subtype)
     if not args.quiet:
         for warning in report.warnings:
