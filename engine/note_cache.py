@@ -24,7 +24,7 @@ import numpy as np
 
 from engine.preset import Preset
 from engine.synth.sample import NoteSample, prepare_note
-from mars_model.api import VELOCITY_BUCKETS, NoteSource, velocity_bucket
+from mars_model.api import VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
 from mars_model.errors import MarsError
 
 #: Where the note cache keeps the last measured generation speed per model (``render --dry-run``).
@@ -126,6 +126,14 @@ class NoteCache:
                 missing.append(key)
         if missing:
             self._generate(missing)
+
+    def request(self, key: NoteKey) -> NoteRequest:
+        """What the note source is asked for ``key``: the preset (or its stand-in) at the key's
+        pitch (kept inside the model's range) and velocity layer, with the cache's seed."""
+        source = self.note_source()
+        low, high = source.pitch_range
+        root = min(max(key.pitch, low), high)
+        return self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
 
     def has(self, key: NoteKey) -> bool:
         """Whether ``key`` would come without generating (in memory, or on disk: prepared or raw)."""
@@ -259,8 +267,7 @@ class NoteCache:
         started = time.perf_counter()
         try:
             roots = [min(max(key.pitch, low), high) for key in keys]
-            requests = [self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
-                        for key, root in zip(keys, roots, strict=True)]  # fmt: skip
+            requests = [self.request(key) for key in keys]
 
             def keep(first: int, waves: np.ndarray) -> None:
                 waves = np.asarray(waves)

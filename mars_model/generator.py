@@ -432,11 +432,11 @@ class NoteGenerator:
             spectrograms (torch) when asked.
         """
         specs = self.generate_spectrograms(requests)
-        waves = self._waves(specs)
+        waves = self.vocode_notes(specs)
         return (waves, specs) if return_spectrograms else waves
 
-    def _waves(self, specs: torch.Tensor) -> np.ndarray:
-        """Vocode ``[B, 1, F, T]`` in chunks of :data:`VOCODER_CHUNK` notes (the same audio as
+    def vocode_notes(self, specs: torch.Tensor) -> np.ndarray:
+        """Log-spectrograms ``[B, 1, F, T]`` -> float32 waveforms ``[B, N]`` (numpy), vocoded in chunks of :data:`VOCODER_CHUNK` notes (the same audio as
         one call, since every note is vocoded on its own; a third of the memory at batch 16)."""
         out = np.zeros((len(specs), self.front.config.n_samples), np.float32)
         for first in range(0, len(specs), VOCODER_CHUNK):
@@ -446,7 +446,7 @@ class NoteGenerator:
     @torch.no_grad()
     def _finish(self, latents: Latents) -> np.ndarray:
         """Decode and vocode a batch: the second stage of :meth:`generate_batches`."""
-        return self._waves(self.decode(latents))
+        return self.vocode_notes(self.decode(latents))
 
     def generate_batches(self, requests: Sequence[NoteRequest], batch_size: int = 16,
                          pipelined: bool | None = None) -> Iterator[tuple[int, np.ndarray]]:  # fmt: skip

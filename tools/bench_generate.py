@@ -1,11 +1,22 @@
-"""Benchmark note generation: one 4 s note at batch 1 and notes/s at batch 16.
+"""Benchmark note generation on the path the product takes.
 
-Times the whole path a user waits for — autoregressor, tokenizer decoder, vocoder — and
-each part alone, with and without the KV cache and the coarse-scale cache. Reports the
-median of ``--repeats`` runs after ``--warmup`` runs.
+The notes are the distinct notes ``render`` needs for a real file (default: the dense
+orchestral example), each with its preset's own sampling settings (the presets use
+temperature 0.95 and top-p 0.95), so the mix of instruments, pitches and velocities is the
+one a user's cold render meets. Measured, as medians of ``--repeats`` runs after one
+warm-up, with the coarse-scale cache emptied before every run:
 
-    python tools/bench_generate.py                     # shipped model, CPU
-    python tools/bench_generate.py --device cuda --backend compile
+* one note at batch 1, the whole path (autoregressor, decoder, vocoder): what a live key
+  press waits for when its note is not cached;
+* 16 notes through :meth:`NoteGenerator.generate` (one call, every op on all threads), and
+  each stage of it alone per note;
+* every note of the file through :meth:`NoteGenerator.generate_batches`, batch 16, as
+  ``render`` calls it (on a CPU with 2+ threads: pipelined, decoder and vocoder on a second
+  thread): the notes/s a cold render generates at.
+
+    python tools/bench_generate.py                       # shipped model, CPU
+    python tools/bench_generate.py --midi song.mid --repeats 5
+    python tools/bench_generate.py --model-device cuda --backend compile
 """
 
 from __future__ import annotations
@@ -15,106 +26,90 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 import torch
 
-from mars_model.api import NoteRequest, Sampling
-from mars_model.generator import load_generator
+from engine.midi.midifile import read_midi_file
+from engine.midi.program_map import ProgramMap
+from engine.note_cache import NoteCache
+from engine.render import RenderReport, plan_notes
+from mars_model.api import NoteRequest
+from mars_model.generator import NoteGenerator, load_generator
+
+REPO = Path(__file__).resolve().parents[1]
 
 
-def timed(fn, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
-        fn()
+def render_requests(midi: Path, generator: NoteGenerator) -> list[NoteRequest]:
+    """The requests a cold ``render`` of ``midi`` makes: its distinct notes, with the presets'
+    settings and the notes' velocity layers, in the order the render asks for them."""
+    cache = NoteCache(48000, generator, generator.model_id, progress=False)
+    plan = plan_notes(read_midi_file(midi, 48000), ProgramMap.load(None), cache, RenderReport(sample_rate=48000))
+    keys = list(dict.fromkeys(p.key for p in plan if p is not None))
+    return [cache.request(key) for key in keys]
+
+
+def median_seconds(fn, repeats: int, before=None) -> float:
+    """Median wall time of ``fn()`` over ``repeats`` runs after one warm-up; ``before()`` runs untimed first."""
     times = []
-    for _ in range(repeats):
+    for i in range(repeats + 1):
+        if before:
+            before()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         start = time.perf_counter()
         fn()
         if torch.cuda.is_available():
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
+        if i:
+            times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--backend", default="eager")
-    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
-    parser.add_argument("--repeats", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--vocoder-iters", type=int, default=None)
-    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
-                        help="the autoregressor's precision (auto: bf16 on CPUs/GPUs with native bf16)")
-    parser.add_argument("--json", help="also write the results here")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)  # fmt: skip
+    parser.add_argument("--midi", type=Path, default=REPO / "examples" / "orchestra_dense.mid",
+                        help="the file whose distinct notes are generated")  # fmt: skip
+    parser.add_argument("--model-device", default="cpu", help="torch device")
+    parser.add_argument("--backend", default="eager", choices=("eager", "compile", "cuda-graphs", "tensorrt"))
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    options = {"backend": args.backend, "precision": args.precision}
-    if args.vocoder_iters is not None:
-        options["vocoder_iters"] = args.vocoder_iters
-    gen = load_generator(device=args.device, **options)
-    programs = list(gen.instruments)
-    sampling = Sampling(temperature=1.0, top_k=0, top_p=1.0, guidance=0.0)
+    gen = load_generator(device=args.model_device, backend=args.backend, precision=args.precision)
+    requests = render_requests(args.midi, gen)
+    batch = requests[:16]
+    fresh = gen.clear_coarse_cache
+    results: dict[str, tuple[float, int]] = {}  # name -> (seconds, notes)
 
-    def requests(n: int, seed: int = 0) -> list[NoteRequest]:
-        return [NoteRequest(programs[i % len(programs)], 60 + i % 12, 100, seed=seed + i, sampling=sampling)
-                for i in range(n)]  # fmt: skip
+    results["one note, batch 1 (whole path)"] = (median_seconds(lambda: gen.generate(batch[:1]), args.repeats, fresh), 1)
+    results["batch 16, generate()"] = (median_seconds(lambda: gen.generate(batch), args.repeats, fresh), 16)
+    latents = gen.generate_latents(batch)
+    specs = gen.decode(latents)
+    results["  autoregressor"] = (median_seconds(lambda: gen.generate_latents(batch), args.repeats, fresh), 16)
+    results["  tokenizer decoder"] = (median_seconds(lambda: gen.decode(latents), args.repeats), 16)
+    results["  vocoder (Griffin-Lim)"] = (median_seconds(lambda: gen.vocode_notes(specs), args.repeats), 16)
 
-    results = {}
-    for batch in (1, 16):
-        reqs = requests(batch)
-        for kv in (True, False):
-            counter = iter(range(10**9))
+    def every_note() -> None:
+        for _ in gen.generate_batches(requests, 16):
+            pass
 
-            def ar_only(kv=kv, reqs=reqs, counter=counter):
-                # A fresh seed each call so the coarse cache never hits here.
-                fresh = [NoteRequest(r.instrument, r.pitch, r.velocity, seed=1000 + next(counter), sampling=r.sampling)
-                         for r in reqs]  # fmt: skip
-                return gen.generate_spectrograms(fresh, use_kv_cache=kv, use_coarse_cache=False)
+    results[f"render path, {len(requests)} notes, batch 16"] = (
+        median_seconds(every_note, max(1, args.repeats // 2), fresh), len(requests))
 
-            results[f"model b{batch} kv={kv}"] = timed(ar_only, args.repeats, args.warmup)
-        gen.generate_spectrograms(reqs)  # fill the coarse cache for these conditions
-        results[f"model b{batch} kv=True coarse-cached"] = timed(
-            lambda reqs=reqs: gen.generate_spectrograms(reqs), args.repeats, args.warmup)
-        spec = gen.generate_spectrograms(reqs)
-        results[f"vocoder b{batch}"] = timed(lambda spec=spec: gen.vocode(spec), args.repeats, args.warmup)
-        counter2 = iter(range(10**9))
-        results[f"total b{batch} (kv, no coarse cache)"] = timed(
-            lambda reqs=reqs, c=counter2: gen.vocode(gen.generate_spectrograms(
-                [NoteRequest(r.instrument, r.pitch, r.velocity, seed=5000 + next(c), sampling=r.sampling) for r in reqs],
-                use_coarse_cache=False)), args.repeats, args.warmup)  # fmt: skip
-        counter4 = iter(range(10**9))
-        results[f"total b{batch} (no kv, no coarse cache)"] = timed(
-            lambda reqs=reqs, c=counter4: gen.vocode(gen.generate_spectrograms(
-                [NoteRequest(r.instrument, r.pitch, r.velocity, seed=7000 + next(c), sampling=r.sampling) for r in reqs],
-                use_kv_cache=False, use_coarse_cache=False)), args.repeats, args.warmup)  # fmt: skip
-        results[f"total b{batch} (kv, coarse-cached)"] = timed(
-            lambda reqs=reqs: gen.vocode(gen.generate_spectrograms(reqs)), args.repeats, args.warmup)
-
-    # Many notes at batch 16, as `render` makes them: with 2+ threads on a CPU the model makes
-    # batch i+1 while a second thread vocodes batch i (NoteGenerator.generate_many).
-    counter3 = iter(range(10**9))
-    many = 6 * 16
-    pipelined = gen.device.type == "cpu" and torch.get_num_threads() >= 2
-    label = "pipelined, " if pipelined else ""
-    results[f"total b16 ({label}{many} notes, kv, no coarse cache) per 16"] = timed(
-        lambda c=counter3: gen.generate_many(
-            [NoteRequest(r.instrument, r.pitch, r.velocity, seed=20000 + next(c), sampling=r.sampling)
-             for r in requests(many)], 16),
-        args.repeats, 1) / (many / 16)  # fmt: skip
-
-    print(f"device {args.device}, backend {gen.backend}, precision {gen.precision}, threads {torch.get_num_threads()}, "
-          f"vocoder iters {gen.vocoder_iters}, median of {args.repeats} after {args.warmup} warm-up")  # fmt: skip
-    print("| measurement | median | per note | notes/s |")
+    print(f"# bench_generate: {args.midi.name} ({len(requests)} distinct notes, presets' sampling); device "
+          f"{gen.device}, backend {gen.backend}, precision {gen.precision}, {torch.get_num_threads()} threads; "
+          f"medians of {args.repeats} runs")  # fmt: skip
+    print("| measurement | wall | per note | notes/s |")
     print("| --- | ---: | ---: | ---: |")
-    for name, seconds in results.items():
-        batch = 16 if "b16" in name else 1
-        print(f"| {name} | {seconds * 1000:.1f} ms | {seconds * 1000 / batch:.1f} ms | {batch / seconds:.1f} |")
+    for name, (seconds, notes) in results.items():
+        print(f"| {name} | {seconds * 1000:.0f} ms | {seconds * 1000 / notes:.1f} ms | {notes / seconds:.1f} |")
     if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(results, handle, indent=1)
+        args.json.write_text(json.dumps({k: {"seconds": s, "notes": n} for k, (s, n) in results.items()}, indent=1))
     return 0
 
 
