@@ -436,8 +436,10 @@ class NoteGenerator:
         return (waves, specs) if return_spectrograms else waves
 
     def vocode_notes(self, specs: torch.Tensor) -> np.ndarray:
-        """Log-spectrograms ``[B, 1, F, T]`` -> float32 waveforms ``[B, N]`` (numpy), vocoded in chunks of :data:`VOCODER_CHUNK` notes (the same audio as
-        one call, since every note is vocoded on its own; a third of the memory at batch 16)."""
+        """Log-spectrograms ``[B, 1, F, T]`` -> float32 waveforms ``[B, N]`` (numpy).
+
+        Vocoded :data:`VOCODER_CHUNK` notes at a time: the same audio as one call (every note
+        is vocoded on its own), in a third of the memory at batch 16."""
         out = np.zeros((len(specs), self.front.config.n_samples), np.float32)
         for first in range(0, len(specs), VOCODER_CHUNK):
             out[first : first + VOCODER_CHUNK] = self.vocode(specs[first : first + VOCODER_CHUNK]).cpu().numpy()
