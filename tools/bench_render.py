@@ -12,7 +12,8 @@ user would see it), ``--repeats`` times; the table shows medians. For mars-synth
 FluidSynth renders with ``fluidsynth -ni -F OUT -r RATE SOUNDFONT IN.mid`` (its defaults,
 reverb and chorus on). Peak memory is each process's maximum resident set size (wait4).
 Targets: warm at least as fast as FluidSynth; cold at least 5x real time on the dense example
-(``examples/orchestra_dense.mid``, 226 distinct notes in 68 s).
+(``examples/orchestra_dense.mid``, 185 distinct notes in 68 s, the density of real orchestral
+music: 100-170 distinct notes a minute).
 ``--note-source module:factory`` renders with another NoteSource (``MARS_SYNTH_NOTE_SOURCE``;
 ``tests/`` and ``tools/`` are put on the path) while no trained model is installed: the
 tests' additive instrument (``test_engine_harmonic_source:HarmonicNoteSource``) or notes
