@@ -20,7 +20,9 @@ or off.
 from __future__ import annotations
 
 import hashlib
-from collections import OrderedDict
+import os
+import threading
+from collections import OrderedDict, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,6 +229,7 @@ class NoteGenerator:
             raise MarsError(f"coarse_scales must be in 0..{len(self.quantizer.scales) - 1}, got {coarse_scales}")
         self.coarse_scales = coarse_scales
         self._coarse: OrderedDict[str, _Coarse] = OrderedDict()
+        self._coarse_lock = threading.Lock()  # batches may be generated on several threads
         self._coarse_cache_size = coarse_cache_size
         self.coarse_hits = 0
         self.backend = "eager"
@@ -235,7 +238,8 @@ class NoteGenerator:
 
     def clear_coarse_cache(self) -> None:
         """Forget every cached coarse scale (the notes made afterwards are the same, only slower)."""
-        self._coarse.clear()
+        with self._coarse_lock:
+            self._coarse.clear()
 
     # -- validation ------------------------------------------------------------------------
     def check(self, request: NoteRequest) -> None:
@@ -374,12 +378,13 @@ class NoteGenerator:
         """The first scale to generate and the state before it: the cached coarse scales when
         every request of the batch has them (batched), else nothing (scale 0)."""
         caches = [{} for _ in self.autoregressor.blocks]
-        if not n_coarse or not all(k in self._coarse for k in keys):
-            return 0, _Coarse([], None, caches)
-        entries = [self._coarse[k] for k in keys]
-        for k in keys:
-            self._coarse.move_to_end(k)
-        self.coarse_hits += len(keys)
+        with self._coarse_lock:
+            if not n_coarse or not all(k in self._coarse for k in keys):
+                return 0, _Coarse([], None, caches)
+            entries = [self._coarse[k] for k in keys]
+            for k in keys:
+                self._coarse.move_to_end(k)
+            self.coarse_hits += len(keys)
         indices = [torch.cat([e.indices[s] for e in entries]) for s in range(n_coarse)]
         f_hat = torch.cat([e.f_hat for e in entries])
         for layer, cache in enumerate(caches):
@@ -391,20 +396,21 @@ class NoteGenerator:
         return n_coarse, _Coarse(indices, f_hat, caches)
 
     def _store_coarse(self, keys, indices, f_hat, caches, guided: bool) -> None:
-        b = len(keys)
-        for row, key in enumerate(keys):
-            if key in self._coarse:  # write-once: a note's coarse scales never change under it
+        with self._coarse_lock:
+            b = len(keys)
+            for row, key in enumerate(keys):
+                if key in self._coarse:  # write-once: a note's coarse scales never change under it
+                    self._coarse.move_to_end(key)
+                    continue
+                rows = [row, row + b] if guided else [row]
+                self._coarse[key] = _Coarse(
+                    indices=[i[row : row + 1].clone() for i in indices],
+                    f_hat=f_hat[row : row + 1].clone(),
+                    caches=[{n: c[n][rows].clone() for n in ("k", "v")} for c in caches],
+                )
                 self._coarse.move_to_end(key)
-                continue
-            rows = [row, row + b] if guided else [row]
-            self._coarse[key] = _Coarse(
-                indices=[i[row : row + 1].clone() for i in indices],
-                f_hat=f_hat[row : row + 1].clone(),
-                caches=[{n: c[n][rows].clone() for n in ("k", "v")} for c in caches],
-            )
-            self._coarse.move_to_end(key)
-        while len(self._coarse) > self._coarse_cache_size:
-            self._coarse.popitem(last=False)
+            while len(self._coarse) > self._coarse_cache_size:
+                self._coarse.popitem(last=False)
 
     def _generate_without_cache(self, rows, cond, uncond, guidance, generators, pitch, weights):
         """Reference path: recompute the whole prefix at every scale (no KV cache)."""
@@ -488,16 +494,29 @@ class NoteGenerator:
 
         torch.set_num_threads(1)
         try:
-            with ThreadPoolExecutor(1, thread_name_prefix="mars-vocoder",
-                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:  # fmt: skip
-                pending = None
-                for first in starts:
-                    latents = self.generate_latents(requests[first : first + batch_size])
+            if os.environ.get("MARS_PIPE") == "stages":
+                with ThreadPoolExecutor(1, thread_name_prefix="mars-vocoder",
+                                        initializer=torch.set_num_threads, initargs=(1,)) as pool:  # fmt: skip
+                    pending = None
+                    for first in starts:
+                        latents = self.generate_latents(requests[first : first + batch_size])
+                        if pending is not None:
+                            yield pending[0], pending[1].result()
+                        pending = (first, pool.submit(self._finish, latents))
                     if pending is not None:
                         yield pending[0], pending[1].result()
-                    pending = (first, pool.submit(self._finish, latents))
-                if pending is not None:
-                    yield pending[0], pending[1].result()
+                return
+            with ThreadPoolExecutor(threads, thread_name_prefix="mars-notes",
+                                    initializer=torch.set_num_threads, initargs=(1,)) as pool:  # fmt: skip
+                in_flight: deque = deque()
+                for first in starts:
+                    in_flight.append((first, pool.submit(self.generate, requests[first : first + batch_size])))
+                    if len(in_flight) > threads:
+                        done, future = in_flight.popleft()
+                        yield done, future.result()
+                while in_flight:
+                    done, future = in_flight.popleft()
+                    yield done, future.result()
         finally:
             torch.set_num_threads(threads)
 
