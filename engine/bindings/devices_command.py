@@ -8,7 +8,7 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``devices`` options."""
     parser.description = ("List audio output devices (the default marked *) and MIDI input ports, "
-                          "the names 'play --device' and 'play --midi-in' take.")  # fmt: skip
+                          "the names 'play --audio-device' and 'play --midi-in' take.")  # fmt: skip
     parser.add_argument("--midi-api", choices=["alsa", "jack"], help="list this MIDI system's ports (default: "
                         "the one play would choose)")  # fmt: skip
 
