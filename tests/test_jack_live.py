@@ -888,6 +888,7 @@ def test_devices_lists_the_jack_output_and_midi_ports(jack_server, probe):
                             capture_output=True, text=True, timeout=60)  # fmt: skip
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert lines[0] == "audio outputs:" and lines[1].startswith("*   0  system  (JACK Audio Connection Kit")
-    assert "MIDI inputs (jack):" in lines
+    assert lines[0] == "audio outputs (play --audio-device):"
+    assert lines[1].startswith("*   0  system  (JACK Audio Connection Kit")
+    assert "MIDI inputs (jack; play --midi-in):" in lines
     assert "  mars-probe:midi_out" in lines  # a port play --midi-in could open

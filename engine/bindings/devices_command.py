@@ -19,11 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from engine.drivers.midi_in import choose_api, list_inputs
     from mars_model.errors import MarsError
 
-    print("audio outputs:")
+    print("audio outputs (play --audio-device):")
     for line in list_devices() or ["  none (no sound card, and no JACK server running)"]:
         print(line)
     api = choose_api(args.midi_api)
-    print(f"MIDI inputs ({api}):")
+    print(f"MIDI inputs ({api}; play --midi-in):")
     try:
         ports = list_inputs(api)
     except MarsError as err:
