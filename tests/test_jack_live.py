@@ -78,7 +78,7 @@ class JackServer:
         while self._answers():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"a JACK server named {self.name!r} is already running and did not stop in "
-                                   "15 s; these tests start their own: stop it (killall is not ours to run)")  # fmt: skip
+                                   "15 s; these tests start their own: stop it first")  # fmt: skip
             time.sleep(0.5)
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(["jackd", "-n", self.name, "-d", "dummy", "-r", str(self.rate),
@@ -366,8 +366,8 @@ class JackProbe:
         A cycle the server skipped (an xrun on a busy machine) is missing from the recording,
         and the engine's waveform goes on in frame time, not in samples: the samples on either
         side of a gap are a cycle apart in the waveform, and a window across one is not one
-        steady tone (its spectral peak moves by up to a few hertz). So the window starts
-        after the last gap. When no such window arrives in ``timeout``, an AssertionError
+        steady tone (its spectral peak moves by up to a few hertz). So the window is the first
+        run of ``count`` frames without a gap. When none arrives in ``timeout``, an AssertionError
         says what came: the frames wanted, the longest gap-free run, and the gaps.
         """
         deadline = time.monotonic() + timeout
@@ -571,6 +571,21 @@ def silence_between(probe: JackProbe, player: EnginePlayer) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- tests
+
+
+def test_a_capture_is_measured_on_a_stretch_without_a_skipped_cycle():
+    """No JACK needed: what a busy machine does to a capture, and what take() does about it. A cycle
+    the server skipped is a hole in frame time; the tone goes on in frame time, so samples joined
+    across the hole are not one steady tone (here 214.4 Hz for 220)."""
+    frames = np.concatenate([np.arange(0, 4800), np.arange(4928, 30000)])  # one 128-frame cycle skipped
+    t = frames / RATE
+    tone = sum(0.6**k * np.sin(2 * np.pi * 220.0 * (k + 1) * t) for k in range(6))
+    assert fundamental(tone[:9600], RATE) != pytest.approx(220.0, rel=0.005)
+    start = JackProbe._gap_free_start(frames, 9600)
+    assert start == 4800
+    assert fundamental(tone[start : start + 9600], RATE) == pytest.approx(220.0, rel=1e-4)
+    assert JackProbe._gap_free_start(frames, 4800) == 0
+    assert JackProbe._gap_free_start(frames, 30000) is None
 
 
 def test_midi_note_through_jack_arrives_at_the_right_pitch_within_a_block_or_two(player, probe):
