@@ -86,6 +86,18 @@ def default_model_id() -> str | None:
     return None
 
 
+def default_note_rate() -> int | None:
+    """The rate of the notes :func:`default_note_source` makes, without loading it (torch-free).
+
+    ``None`` when ``MARS_SYNTH_NOTE_SOURCE`` names another source: only that source knows.
+    """
+    if os.environ.get(SOURCE_VARIABLE):
+        return None
+    from mars_model.api import MODEL_SAMPLE_RATE
+
+    return MODEL_SAMPLE_RATE
+
+
 def _from_spec(spec: str) -> NoteSource:
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:

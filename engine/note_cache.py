@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -94,6 +95,10 @@ class NoteCache:
     stats: CacheStats = field(default_factory=CacheStats)
     warnings: list[str] = field(default_factory=list)
     _notes: dict[NoteKey, NoteSample] = field(default_factory=dict, repr=False)
+    # Generated but not yet prepared: (wave, its rate, root pitch), a third of a prepared note's
+    # size at 48 kHz; :meth:`get` prepares on first use, so a render holds few prepared notes.
+    _raw: dict[NoteKey, tuple[np.ndarray, int, int]] = field(default_factory=dict, repr=False)
+    _prepare_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _presets: dict[str, Preset] = field(default_factory=dict, repr=False)
 
     def key(self, preset: Preset, pitch: int, velocity: int) -> NoteKey:
@@ -103,11 +108,30 @@ class NoteCache:
         return NoteKey(identity, int(pitch), velocity_bucket(velocity))
 
     def get(self, key: NoteKey) -> NoteSample:
-        """The prepared note for ``key`` (generated now if :meth:`fill` did not bring it in)."""
+        """The prepared note for ``key`` (generated now if :meth:`fill` did not bring it in).
+
+        Safe to call from a second thread that prepares notes ahead (see :meth:`prepare`).
+        """
         note = self._notes.get(key)
         if note is None:
-            self.fill([key])
-            note = self._notes[key]
+            with self._prepare_lock:
+                if key not in self._notes and key not in self._raw:
+                    self.fill([key])
+                note = self._notes.get(key) or self._prepare(key)
+        return note
+
+    def prepare(self, key: NoteKey) -> None:
+        """Prepare a generated note for playing now, if it waits unprepared (else do nothing)."""
+        if key in self._raw:
+            with self._prepare_lock:
+                if key in self._raw:
+                    self._prepare(key)
+
+    def _prepare(self, key: NoteKey) -> NoteSample:
+        wave, rate, root = self._raw.pop(key)
+        note = prepare_note(wave, rate, self.sample_rate, root)
+        self._notes[key] = note
+        self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
         return note
 
     def fill(self, keys: Iterable[NoteKey]) -> None:
@@ -115,7 +139,7 @@ class NoteCache:
         wanted = list(dict.fromkeys(keys))
         missing: list[NoteKey] = []
         for key in wanted:
-            if key in self._notes:
+            if key in self._notes or key in self._raw:
                 self.stats.memory_hits += 1
                 continue
             note = self._load(key)
@@ -137,7 +161,7 @@ class NoteCache:
 
     def has(self, key: NoteKey) -> bool:
         """Whether ``key`` would come without generating (in memory, or on disk: prepared or raw)."""
-        if key in self._notes:
+        if key in self._notes or key in self._raw:
             return True
         prepared = self._disk_path(key, f"{self.sample_rate}.note")
         return prepared is not None and (prepared.is_file() or prepared.with_name(
@@ -169,6 +193,7 @@ class NoteCache:
         """Drop these notes from memory (their disk copies stay): for a user that keeps them itself."""
         for key in keys:
             self._notes.pop(key, None)
+            self._raw.pop(key, None)
 
     def note_source(self) -> NoteSource:
         """The NoteSource (loaded now when the cache was given a function that returns it)."""
@@ -276,13 +301,11 @@ class NoteCache:
                     raise MarsError(f"the note source returned shape {waves.shape}, expected [{count}, N]")
                 self.stats.batches += 1
                 for key, root, wave in zip(keys[first : first + count], roots[first : first + count], waves, strict=True):
-                    note = prepare_note(wave, source.sample_rate, self.sample_rate, root)
-                    self._notes[key] = note
+                    self._raw[key] = (np.array(wave, np.float32), source.sample_rate, root)
                     self.stats.generated += 1
                     meta = np.array([source.sample_rate, root], np.int64)
                     self._save(self._disk_path(key, "raw.npz"),
                                lambda path, w=wave, m=meta: _save_raw(path, w, m))  # fmt: skip
-                    self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
                 bar.update(count)
 
             batches = getattr(source, "generate_batches", None)  # the model's pipelined batches

@@ -14,6 +14,7 @@ file, a number of seconds renders exactly that much more.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -175,6 +176,53 @@ def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, se
     cache.fill(keys)
     report.distinct_notes = len(set(keys))
     report.cache = cache.stats
+    # A note is prepared for playing shortly before its first use (on a second thread) and
+    # let go after its last, so the render holds the notes in play, not every note of the file.
+    last_use = {p.key: i for i, p in enumerate(plan) if p is not None}
+    with NotePrefetch(cache, list(dict.fromkeys(keys))) as prefetch:
+        _play(score, plan, last_use, cache, prefetch, settings, sink, report)
+    report.warnings.extend(w for w in cache.warnings if w not in report.warnings)
+    return report
+
+
+#: Notes :class:`NotePrefetch` prepares ahead of the render's first use of them.
+PREFETCH_AHEAD = 24
+
+
+class NotePrefetch:
+    """Prepares a render's notes on a background thread, in order of first use, at most
+    :data:`PREFETCH_AHEAD` ahead of the render (``started(key)`` says how far it got)."""
+
+    def __init__(self, cache: NoteCache, order: list[NoteKey]) -> None:
+        self.cache, self.order = cache, order
+        self.room = threading.Semaphore(PREFETCH_AHEAD)
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="mars-prefetch", daemon=True)
+
+    def __enter__(self) -> NotePrefetch:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.room.release(len(self.order) + 1)  # wake it if it waits for room
+        self.thread.join()
+
+    def started(self) -> None:
+        """The render began playing one more distinct note: room for one more ahead."""
+        self.room.release()
+
+    def _run(self) -> None:
+        for key in self.order:
+            self.room.acquire()
+            if self.stopped.is_set():
+                return
+            self.cache.prepare(key)
+
+
+def _play(score: MidiScore, plan: list[_PlannedNote | None], last_use: dict[NoteKey, int], cache: NoteCache,
+          prefetch: NotePrefetch, settings: RenderSettings, sink: Callable[[np.ndarray], None],
+          report: RenderReport) -> None:  # fmt: skip
     synth = Synth(settings.sample_rate, settings.polyphony, settings.block_size, settings.gain)
     block = np.zeros((2, settings.block_size), np.float32)
     now = 0
@@ -191,13 +239,19 @@ def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, se
             now += n
         return last_peak
 
-    for timed, planned in zip(score.messages, plan, strict=True):
+    first_use: set[NoteKey] = set()
+    for index, (timed, planned) in enumerate(zip(score.messages, plan, strict=True)):
         if timed.sample > now:
             advance(timed.sample)
         start = None
         if planned is not None:
             gain = velocity_gain(timed.message.velocity, planned.key.velocity)
             start = NoteStart(cache.get(planned.key), planned.patch, gain)
+            if planned.key not in first_use:
+                first_use.add(planned.key)
+                prefetch.started()
+            if last_use[planned.key] == index:
+                cache.forget([planned.key])  # the voice keeps what it plays
         apply_message(synth, timed.message, start)
     if score.end_sample > now:
         advance(score.end_sample)
@@ -218,8 +272,6 @@ def render_score(score: MidiScore, cache: NoteCache, program_map: ProgramMap, se
     report.frames = now
     report.peak_voices = synth.peak_voices
     report.steals = synth.steals
-    report.warnings.extend(w for w in cache.warnings if w not in report.warnings)
-    return report
 
 
 def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> NoteCache:

@@ -20,6 +20,10 @@ from mars_model.errors import MarsError
 
 #: Velocities the note set is rendered at; the model conditions on the nearest one.
 VELOCITY_BUCKETS = (25, 50, 75, 100, 127)
+#: Rate in Hz of the notes the shipped model makes (NSynth's: content up to 8 kHz). The loaded
+#: model reports its own as ``NoteGenerator.sample_rate``; this is for callers that must not
+#: load torch (``render`` with every note cached), and a test keeps the two equal.
+MODEL_SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

@@ -48,13 +48,15 @@ LAYERS = (
     ("engine.synth", "engine.midi", "engine.drivers", "engine.note_cache", "engine.preset", "engine.model"),
     ("mars_model",),
 )
-#: What the engine may import of the model package: its narrow public API. ``engine.model`` is the one
-#: place that loads the model itself (``mars_model.generator``).
-MODEL_API = ("mars_model", "mars_model.api", "mars_model.errors")
+#: What the engine may import of the model package: its narrow public API, and the model-side
+#: command-line front ends (``mars_model.commands``: ``train``, ``dataset``, ``codec`` and the option
+#: helpers every subcommand shares) that the one ``mars-synth`` command offers. ``engine.model`` is the
+#: one place that loads the model itself (``mars_model.generator``).
+MODEL_API = ("mars_model", "mars_model.api", "mars_model.errors", "mars_model.commands")
 MODEL_LOADER = "engine.model"
 
 #: Private names of third-party libraries the engine uses on purpose, as (module, expression); each is
-#: documented where it is used and in ../shared/DESIGN.md. Only third-party names belong here.
+#: documented where it is used and in docs/architecture.md. Only third-party names belong here.
 THIRD_PARTY_PRIVATE = {
     ("engine.drivers.audio", "sd._terminate"),  # sounddevice: release PortAudio before a JACK server stops
 }

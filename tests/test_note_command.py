@@ -33,9 +33,15 @@ def tiny_autoregressor_for(programs):
     return build_autoregressor(cfg, q.scales, q.latent_dim, q.codebook_size).eval()
 
 
-def note(*args, tmp_path):
-    env = {**os.environ, "MARS_SYNTH_NOTE_SOURCE": FACTORY, "PYTHONPATH": os.getcwd()}
-    return subprocess.run([sys.executable, "-m", "engine.bindings.cli", "note", *args], capture_output=True,
+def must_not_load():
+    raise AssertionError("the note source was loaded")
+
+
+def note(*args, tmp_path, factory=FACTORY, prelude=""):
+    """``mars-synth note ARGS`` in a subprocess; ``prelude`` is Python run before the CLI starts."""
+    env = {**os.environ, "MARS_SYNTH_NOTE_SOURCE": factory, "PYTHONPATH": os.getcwd()}
+    code = f"import sys\n{prelude}\nfrom engine.bindings.cli import main\nsys.exit(main(sys.argv[1:]))"
+    return subprocess.run([sys.executable, "-c", code, "note", *args], capture_output=True,
                           text=True, env=env, cwd=os.getcwd(), stdin=subprocess.DEVNULL)  # fmt: skip
 
 
@@ -45,8 +51,14 @@ def test_writes_a_note_and_a_picture(tmp_path):
                 "--seed", "3", tmp_path=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     info = soundfile.info(out)
-    assert info.samplerate == 16000 and info.channels == 1 and info.frames > 0
+    assert info.samplerate == 48000 and info.channels == 1 and info.frames > 0  # render's rate by default
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The summary is a report, not data: stderr, like render's; stdout stays empty.
+    assert proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith(f"mars-synth note: wrote {out}: grand_piano, pitch 60, velocity 90, seed 3, ")
+    assert " s at 48000 Hz, peak " in lines[0]
     again = tmp_path / "again.wav"
     note("--preset", "grand_piano", "--pitch", "60", "--velocity", "90", "-o", str(again), "--seed", "3",
          tmp_path=tmp_path)  # fmt: skip
@@ -55,10 +67,59 @@ def test_writes_a_note_and_a_picture(tmp_path):
 
 def test_morph_and_resampling(tmp_path):
     out = tmp_path / "m.wav"
-    proc = note("--preset", "grand_piano", "--pitch", "64", "--morph", "strings:0.3", "--sample-rate", "48000",
-                "-o", str(out), tmp_path=tmp_path)  # fmt: skip
+    proc = note("--preset", "grand_piano", "--pitch", "64", "--morph", "strings:0.3", "--sample-rate", "44100",
+                "-o", str(out), "--model-device", "cpu", tmp_path=tmp_path)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
-    assert soundfile.info(out).samplerate == 48000
+    assert soundfile.info(out).samplerate == 44100
+    same_rate = tmp_path / "16k.wav"
+    assert note("--preset", "grand_piano", "--pitch", "64", "--sample-rate", "16000", "-o", str(same_rate),
+                tmp_path=tmp_path).returncode == 0  # fmt: skip
+    assert soundfile.info(same_rate).samplerate == 16000
+
+
+def test_a_rate_below_the_models_warns_in_one_line_and_writes_the_note(tmp_path):
+    out = tmp_path / "low.wav"
+    proc = note("--preset", "grand_piano", "--pitch", "60", "--sample-rate", "8000", "-o", str(out),
+                tmp_path=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == ("mars-synth note: warning: --sample-rate 8000 is below the notes' 16000 Hz; "
+                        "everything above 4000 Hz (half the output rate) is cut")  # fmt: skip
+    assert len(lines) == 2 and lines[1].startswith(f"mars-synth note: wrote {out}")
+    assert soundfile.info(out).samplerate == 8000
+
+
+@pytest.mark.parametrize("rate", ["0", "-16000", "10000000"])
+def test_a_nonsense_rate_is_one_error_line_before_anything_runs(tmp_path, rate):
+    out = tmp_path / "x.wav"
+    proc = note("--preset", "grand_piano", "--pitch", "60", "--sample-rate", rate, "-o", str(out),
+                tmp_path=tmp_path, factory="tests.test_note_command:must_not_load")  # fmt: skip
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == f"mars-synth note: error: --sample-rate must be 8000..192000 Hz, got {rate}"
+    assert not out.exists()
+
+
+def test_png_without_matplotlib_is_one_line_naming_the_extra_and_generates_nothing(tmp_path):
+    out, png = tmp_path / "n.wav", tmp_path / "n.png"
+    # matplotlib stays installed; this process sees it as missing (None in sys.modules fails its import),
+    # and the note source fails loudly if anything tries to generate.
+    proc = note("--preset", "grand_piano", "--pitch", "60", "-o", str(out), "--png", str(png), tmp_path=tmp_path,
+                factory="tests.test_note_command:must_not_load", prelude="sys.modules['matplotlib'] = None")  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("mars-synth note: error: --png needs matplotlib, which is not installed: "
+                                   "pip install 'mars-synth[plot]' (from a checkout: pip install '.[plot]')")  # fmt: skip
+    assert not out.exists() and not png.exists()
+
+
+def test_the_plot_extra_names_matplotlib():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    project = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"]
+    assert any(req.startswith("matplotlib") for req in extras["plot"])
+    for extra in ("eval", "test"):  # these keep drawing too
+        assert any(req.startswith("matplotlib") for req in extras[extra])
 
 
 def test_guidance_and_temperature_override_the_preset(tmp_path):

@@ -47,9 +47,10 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
 )
 
-# Exit codes: 0 ok, 1 user error (MarsError), 2 bad command line (argparse), 3 not built yet,
-# 130 interrupted.
+# Exit codes: 0 ok, 1 user error (MarsError), 2 bad command line (argparse; also no command at all,
+# and an optional extra a requested option needs is not installed), 3 not built yet, 130 interrupted.
 EXIT_USER_ERROR = 1
+EXIT_USAGE = 2
 EXIT_NOT_BUILT = 3
 EXIT_INTERRUPTED = 130
 
@@ -86,9 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     sub: Subcommand | None = getattr(args, "_subcommand", None)
-    if sub is None:
-        parser.print_help()
-        return 0
+    if sub is None:  # bare 'mars-synth': a command line error, like any other missing argument
+        parser.print_help(sys.stderr)
+        print("mars-synth: error: give a COMMAND", file=sys.stderr)
+        return EXIT_USAGE
     if sub.module is None:
         where = f" (tracked in issue #{sub.issue})" if sub.issue else ""
         print(f"mars-synth {sub.name}: not built yet{where}", file=sys.stderr)

@@ -7,7 +7,11 @@ import dataclasses
 import re
 from pathlib import Path
 
+from mars_model.commands import add_model_device_argument
 from mars_model.errors import MarsError
+
+#: Exit status of a missing optional dependency (like argparse's for a bad command line: nothing ran).
+EXIT_MISSING_EXTRA = 2
 
 NOTE_NAMES = {"c": 0, "d": 2, "e": 4, "f": 5, "g": 7, "a": 9, "b": 11}
 
@@ -44,32 +48,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", required=True, help="preset name (see 'mars-synth presets') or a .yaml path")
     parser.add_argument("--pitch", required=True, metavar="P",
                         help="MIDI pitch or note name (C4 = 60)")  # fmt: skip
-    parser.add_argument("--velocity", type=int, default=100, metavar="V", help="MIDI velocity 1..127 (default 100)")
+    parser.add_argument("--velocity", type=int, default=100, metavar="V",
+                        help="MIDI velocity 1..127 (default %(default)s)")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, type=Path, help="WAV file to write")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     parser.add_argument("--morph", metavar="OTHER:W",
                         help="blend in another preset's instrument with weight W, e.g. strings:0.3")  # fmt: skip
-    parser.add_argument("--png", type=Path, metavar="FILE", help="also draw the generated spectrogram here")
+    parser.add_argument("--png", type=Path, metavar="FILE",
+                        help="also draw the generated spectrogram here (needs matplotlib: "
+                             "pip install 'mars-synth[plot]')")  # fmt: skip
     parser.add_argument("--guidance", type=float, metavar="G",
-                        help="classifier-free guidance weight, instead of the preset's (0 = off; 2 gives "
-                             "truer timbre for twice the model time, see README)")  # fmt: skip
-    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature, instead of the preset's")
-    parser.add_argument("--sample-rate", type=int, default=None,
-                        help="output rate in Hz (default: the model's 16000); resampled with soxr")  # fmt: skip
-    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1 ...")
+                        help="classifier-free guidance weight (0 = off; 2 gives truer timbre for twice "
+                             "the model time, see README; default: the preset's)")  # fmt: skip
+    parser.add_argument("--temperature", type=float, metavar="T", help="sampling temperature (default: the preset's)")
+    parser.add_argument("--sample-rate", type=int, default=48000, metavar="HZ",
+                        help="output rate in Hz, like render's (default %(default)s; the model makes notes at "
+                             "16000, resampled once with soxr)")  # fmt: skip
+    add_model_device_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Generate the note and write the file(s)."""
+    """Generate the note and write the file(s); the summary and warnings go to stderr."""
+    import sys
+
     import numpy as np
     import soundfile
 
+    from engine.bindings.options import check_output_rate, warn_if_band_cut
     from engine.model import default_note_source
     from engine.preset import find_preset
     from mars_model.api import NoteRequest
+    from mars_model.commands import resolve_model_device
 
     pitch = parse_pitch(args.pitch)
     morph = parse_morph(args.morph) if args.morph else None
+    check_output_rate(args.sample_rate)
+    for path in (args.output, args.png):
+        if path is not None and path.parent and not path.parent.is_dir():
+            raise MarsError(f"cannot write {path}: directory {path.parent} does not exist")
+    pyplot = None
+    if args.png:
+        pyplot = _pyplot()  # before anything is generated: a missing extra costs nothing
+        if pyplot is None:
+            print("mars-synth note: error: --png needs matplotlib, which is not installed: "
+                  "pip install 'mars-synth[plot]' (from a checkout: pip install '.[plot]')", file=sys.stderr)  # fmt: skip
+            return EXIT_MISSING_EXTRA
     preset = find_preset(args.preset)
     instrument = preset.instrument
     if morph:
@@ -90,16 +113,15 @@ def run(args: argparse.Namespace) -> int:
             temperature=sampling.temperature if args.temperature is None else args.temperature,
         )  # Sampling checks the values (one line on a bad one)
     request = NoteRequest(instrument, pitch, args.velocity, seed=args.seed, sampling=sampling)
-    if args.output.parent and not args.output.parent.is_dir():
-        raise MarsError(f"cannot write {args.output}: directory {args.output.parent} does not exist")
-    source = default_note_source(args.device)
+    source = default_note_source(resolve_model_device(args.model_device))
+    warn_if_band_cut(args.sample_rate, int(source.sample_rate), "note")
     if hasattr(source, "generate_spectrograms"):
         waves, specs = source.generate([request], return_spectrograms=True)
     else:
         waves, specs = source.generate([request]), None
     wave = np.asarray(waves[0], dtype=np.float32) * float(preset.envelope.gain)
-    rate = source.sample_rate
-    if args.sample_rate and args.sample_rate != rate:
+    rate = int(source.sample_rate)
+    if args.sample_rate != rate:
         import soxr
 
         wave, rate = soxr.resample(wave, rate, args.sample_rate, quality="HQ").astype(np.float32), args.sample_rate
@@ -113,20 +135,27 @@ def run(args: argparse.Namespace) -> int:
     if args.png:
         if specs is None:
             raise MarsError("--png needs a model that returns spectrograms")
-        _draw(specs[0, 0].cpu().numpy(), args.png, f"{preset.name}  pitch {pitch}  velocity {args.velocity}  seed {args.seed}")
-    print(f"{args.output}: {preset.name}, pitch {pitch}, velocity {args.velocity}, seed {args.seed}, "
-          f"{len(wave) / rate:.1f} s at {rate} Hz, peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS")  # fmt: skip
+        _draw(pyplot, specs[0, 0].cpu().numpy(), args.png,
+              f"{preset.name}  pitch {pitch}  velocity {args.velocity}  seed {args.seed}")  # fmt: skip
+    print(f"mars-synth note: wrote {args.output}: {preset.name}, pitch {pitch}, velocity {args.velocity}, "
+          f"seed {args.seed}, {len(wave) / rate:.1f} s at {rate} Hz, "
+          f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS", file=sys.stderr)  # fmt: skip
     return 0
 
 
-def _draw(logspec, path: Path, title: str) -> None:
+def _pyplot():
+    """matplotlib's pyplot on the Agg backend, or ``None`` when matplotlib is not installed."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise MarsError("--png needs matplotlib: pip install matplotlib") from None
+        return None
+    return plt
+
+
+def _draw(plt, logspec, path: Path, title: str) -> None:
     fig, ax = plt.subplots(figsize=(8, 4), dpi=100)
     ax.imshow(logspec, origin="lower", aspect="auto", cmap="magma", vmin=-1, vmax=1,
               extent=(0, 4.0 * logspec.shape[1] / 250.0, 0, 8000))  # fmt: skip

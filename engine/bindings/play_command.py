@@ -6,7 +6,17 @@ import argparse
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
+
+from mars_model.commands import add_model_device_argument
+
+#: How often ``play`` wakes to refresh the status line (and to check ``--duration``'s end).
+TICK = 0.25
+#: Every this many seconds ``play`` moves live objects out of the garbage collector's reach.
+SETTLE_EVERY = 5.0
+#: Without a terminal, the status line is printed this often.
+STATUS_EVERY = 10.0
 
 
 def _latency(text: str) -> str | float:
@@ -21,6 +31,16 @@ def _latency(text: str) -> str | float:
     return value
 
 
+def _duration(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``play`` options."""
     parser.description = (
@@ -32,13 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Ctrl-C stops."
     )
     audio = parser.add_argument_group("audio out")
-    audio.add_argument("--device", metavar="DEV", help="output device, index or name (default: the system "
-                       "default; with JACK running, JACK)")  # fmt: skip
+    audio.add_argument("--audio-device", metavar="DEV", help="audio output device, index or name, as 'mars-synth "
+                       "devices' lists them (default: the system default; with JACK running, JACK)")  # fmt: skip
     audio.add_argument("--sample-rate", type=int, metavar="HZ", help="must match the device (default: the device's rate)")
     audio.add_argument("--blocksize", type=int, default=0, metavar="FRAMES",
                        help="frames per audio callback (default 0: the host's, e.g. JACK's period)")  # fmt: skip
     audio.add_argument("--latency", type=_latency, default="low", metavar="low|high|SECONDS",
-                       help="PortAudio's suggested output latency (default low)")  # fmt: skip
+                       help="PortAudio's suggested output latency (default %(default)s)")  # fmt: skip
     midi = parser.add_argument_group("MIDI in")
     midi.add_argument("--midi-in", action="append", default=[], metavar="NAME",
                       help="open this MIDI input port (exact name or a unique part of it); repeatable")  # fmt: skip
@@ -49,26 +69,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     midi.add_argument("--no-midi", action="store_true", help="no MIDI input at all (OSC only)")
     osc = parser.add_argument_group("OSC in")
     osc.add_argument("--osc-host", default="127.0.0.1", metavar="HOST",
-                     help="address to listen on (default 127.0.0.1; OSC has no authentication)")  # fmt: skip
-    osc.add_argument("--osc-port", type=int, default=9000, metavar="PORT", help="UDP port (default 9000)")
+                     help="address to listen on (default %(default)s; OSC has no authentication)")  # fmt: skip
+    osc.add_argument("--osc-port", type=int, default=9000, metavar="PORT", help="UDP port (default %(default)s)")
     osc.add_argument("--no-osc", action="store_true", help="no OSC server")
     sound = parser.add_argument_group("sound")
     sound.add_argument("--preset", metavar="NAME", help="one preset for every channel (default: the GM program map)")
     sound.add_argument("--map", type=Path, metavar="MAP.yaml", help="GM programs / channels -> presets (see the README)")
-    sound.add_argument("--polyphony", type=int, default=64, metavar="N", help="most voices at once (default 64)")
-    sound.add_argument("--gain", type=float, default=0.5, help="master gain before the soft limiter (default 0.5)")
+    sound.add_argument("--polyphony", type=int, default=64, metavar="N",
+                       help="most voices at once (default %(default)s)")  # fmt: skip
+    sound.add_argument("--gain", type=float, default=0.5,
+                       help="master gain before the soft limiter (default %(default)s)")  # fmt: skip
     model = parser.add_argument_group("model and cache")
-    model.add_argument("--model-device", choices=["auto", "cpu", "cuda"], default="auto",
-                       help="where the model runs (default auto: the GPU when there is one)")  # fmt: skip
+    add_model_device_argument(model)
     model.add_argument("--backend", choices=["eager", "compile", "cuda-graphs", "tensorrt"], default="eager",
-                       help="how the model's steps run (cuda-graphs and tensorrt need a GPU)")  # fmt: skip
-    model.add_argument("--seed", type=int, default=0, help="sampling seed of generated notes (default 0)")
+                       help="how the model's steps run (cuda-graphs and tensorrt need a GPU; "
+                            "default %(default)s)")  # fmt: skip
+    model.add_argument("--seed", type=int, default=0, help="sampling seed of generated notes (default %(default)s)")
     model.add_argument("--cache-dir", type=Path, metavar="DIR", help="note cache (default: render's, "
                        "$XDG_CACHE_HOME/mars-synth)")  # fmt: skip
     model.add_argument("--no-cache", action="store_true", help="keep generated notes in memory only")
     model.add_argument("--no-precompute", action="store_true",
                        help="generate only played notes and their neighbours, not the preset's range")  # fmt: skip
-    parser.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long (default: Ctrl-C)")
+    parser.add_argument("--duration", type=_duration, metavar="SECONDS",
+                        help="stop the audio stream this many seconds after it starts; start-up (loading "
+                             "the model) and shutting down (the notes being generated are finished and "
+                             "cached) are not counted (default: play until Ctrl-C)")  # fmt: skip
     parser.add_argument("-q", "--quiet", action="store_true", help="no status line or summary")
 
 
@@ -84,7 +109,7 @@ def settings_from_args(args: argparse.Namespace):
     elif not midi_in and not virtual:
         virtual = ["mars-synth"]
     return PlaySettings(
-        audio=AudioSettings(args.device, args.sample_rate, args.blocksize, args.latency),
+        audio=AudioSettings(args.audio_device, args.sample_rate, args.blocksize, args.latency),
         polyphony=args.polyphony, gain=args.gain, preset=args.preset, channel_map=args.map, seed=args.seed,
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         midi_in=midi_in, virtual_midi=virtual, midi_api=args.midi_api, osc_host=args.osc_host,
@@ -114,18 +139,25 @@ def run(args: argparse.Namespace) -> int:
         from engine.live.engine import settle_garbage
 
         prefer_realtime()  # this thread too takes the GIL (status line, gc) - see engine.drivers.threads
-        waited = 0.0
+        # Deadlines on the clock, counted from the moment the stream started: a tick that wakes
+        # late on a busy machine delays the next line, never the end of --duration.
+        now = time.monotonic()
+        end = None if args.duration is None else engine.started_at + args.duration
+        next_settle, next_status = now + SETTLE_EVERY, now + STATUS_EVERY
         while not stop.is_set():
-            stop.wait(0.25)
-            waited += 0.25
-            if waited % 5 < 0.25:
-                settle_garbage()
-            if args.duration is not None and waited >= args.duration:
+            now = time.monotonic()
+            if end is not None and now >= end:
                 break
+            stop.wait(TICK if end is None else min(TICK, end - now))
+            now = time.monotonic()
+            if now >= next_settle:
+                settle_garbage()
+                next_settle = now + SETTLE_EVERY
             if not args.quiet and tty:
                 print(f"\r\033[K{engine.status_line()}", end="", file=sys.stderr, flush=True)
-            elif not args.quiet and waited % 10 < 0.25:
+            elif not args.quiet and now >= next_status:
                 print(engine.status_line(), file=sys.stderr, flush=True)
+                next_status = now + STATUS_EVERY
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ are written to the disk cache) before the process exits.
 from __future__ import annotations
 
 import gc
+import re
 import sys
 import threading
 import time
@@ -59,7 +60,7 @@ class PlaySettings:
         virtual_midi: virtual MIDI ports to create.
         midi_api: ``"alsa"``/``"jack"``; ``None`` chooses.
         osc_host, osc_port: where OSC is served; ``osc_port=None`` turns OSC off (0: any free port).
-        model_device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"`` or ``"cuda"``.
+        model_device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
         backend: the NoteGenerator backend (``eager``, ``compile``, ``cuda-graphs``, ``tensorrt``).
         urgent_batch, background_batch: generation batch sizes.
         precompute: generate each preset's range ahead (velocity 100).
@@ -96,8 +97,8 @@ class PlaySettings:
             raise MarsError(f"blocksize must be 0 (the host's) or 1..16384 frames, got {self.audio.blocksize}")
         if self.osc_port is not None and not 0 <= self.osc_port <= 65535:
             raise MarsError(f"OSC port must be 0..65535, got {self.osc_port}")
-        if self.model_device not in ("auto", "cpu", "cuda"):
-            raise MarsError(f"model device must be auto, cpu or cuda, got {self.model_device!r}")
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.model_device):
+            raise MarsError(f"model device must be auto, cpu, cuda or cuda:N, got {self.model_device!r}")
         if self.worker not in ("process", "thread"):
             raise MarsError(f"worker must be process or thread, got {self.worker!r}")
         if not 1 <= self.urgent_batch <= 256 or not 1 <= self.background_batch <= 256:
@@ -174,7 +175,8 @@ class LiveEngine:
         self.stream = None
         self.osc: OscInput | None = None
         self.midi_inputs: list = []
-        self.started_at = 0.0
+        self.started_at = 0.0  # time.monotonic() when the audio stream started (0: not started)
+        self.stopped_at = 0.0  # ... and when it stopped
         self.warnings: list[str] = []
         self._stopped = False
         self._lock = threading.Lock()
@@ -234,12 +236,12 @@ class LiveEngine:
             self.control_thread.put(LiveEvent("preset", self.program_map.fixed) if self.program_map.fixed
                                     else LiveEvent("midi", _program_change(0, 0)))  # fmt: skip
         self.stream.start()
+        self.started_at = time.monotonic()
         for port in self.midi_inputs:
             port.start()
         if self.osc is not None:
             self.osc.start()
         settle_garbage()
-        self.started_at = time.monotonic()
 
     def wait_warm(self, timeout: float | None = None) -> bool:
         """Block until the model is loaded and warmed up; True if it is."""
@@ -261,6 +263,7 @@ class LiveEngine:
                 self.stream.close()
             except Exception as err:  # noqa: BLE001 - a dead device must not stop the shutdown
                 self.warnings.append(f"closing the audio stream: {err}")
+            self.stopped_at = time.monotonic()
         for port in self.midi_inputs:
             port.close()
         if hasattr(self, "control_thread"):
@@ -343,8 +346,8 @@ class LiveEngine:
                 f"underflows {self.renderer.underflows} | callback {100 * median:.0f}% of block{errors}")  # fmt: skip
 
     def summary(self) -> str:
-        """The last line printed on exit."""
-        seconds = time.monotonic() - self.started_at if self.started_at else 0.0
+        """The last line printed on exit; "played" is how long the audio stream ran."""
+        seconds = (self.stopped_at or time.monotonic()) - self.started_at if self.started_at else 0.0
         c, g = self.control.stats, self.worker.stats
         median, p99 = self.renderer.callback_share()
         return (f"played {seconds:.1f} s, {c.notes} notes ({c.exact} cached, {c.fallback} from the nearest "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -27,7 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             "--weights", type=Path, help="codec weight file (default: the shipped EuleroDec)"
         )
         sub.add_argument(
-            "--threads", type=int, default=0, help="CPU threads for torch (0 = default)"
+            "--threads", type=int, default=0, help="CPU threads for torch (default 0: torch's choice)"
         )
 
 
@@ -50,7 +51,8 @@ def run(args: argparse.Namespace) -> int:
         _write(args.output, data)
         seconds = len(audio) / rate if rate else 0.0
         rate_text = f", {len(data) * 8 / seconds / 1000:.2f} kbps" if seconds else ""
-        print(f"wrote {args.output}: {len(data)} bytes, {seconds:.2f} s{rate_text}")
+        print(f"mars-synth codec: wrote {args.output}: {len(data)} bytes, {seconds:.2f} s{rate_text}",
+              file=sys.stderr)
         return 0
     try:
         data = args.input.read_bytes()
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         soundfile.write(str(args.output), wave, rate, subtype="PCM_16")
     except (OSError, RuntimeError, soundfile.LibsndfileError) as err:
         raise MarsError(f"cannot write {args.output}: {str(err).splitlines()[0]}") from None
-    print(f"wrote {args.output}: {len(wave) / rate:.2f} s at {rate} Hz")
+    print(f"mars-synth codec: wrote {args.output}: {len(wave) / rate:.2f} s at {rate} Hz", file=sys.stderr)
     return 0
 
 

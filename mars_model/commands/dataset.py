@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -40,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     build.add_argument(
         "--pitches",
         metavar="LO-HI",
-        help="MIDI pitch range, intersected with each instrument's usable range",
+        help="MIDI pitch range, intersected with each instrument's usable range (default: that range)",
     )
     build.add_argument(
         "--velocities",
@@ -104,8 +105,9 @@ def run_check(args: argparse.Namespace) -> int:
         with tqdm(total=len(notes), unit="note", desc=split, disable=args.quiet) as bar:
             specs = notes.spectrograms(progress=bar.update)
         print(
-            f"{split}: {len(notes)} notes ok, spectrograms {tuple(specs.shape)} in "
-            f"{notes.cache_path().parent}"
+            f"mars-synth dataset: {split}: {len(notes)} notes ok, spectrograms {tuple(specs.shape)} in "
+            f"{notes.cache_path().parent}",
+            file=sys.stderr,
         )
     return 0
 
@@ -150,7 +152,8 @@ def run_build(args: argparse.Namespace) -> int:
     with tqdm(total=total, unit="note", desc="rendering", disable=args.quiet) as bar:
         report = build_dataset(plan, args.output, family_map, progress=bar.update,
                                workers=args.workers)  # fmt: skip
-    print(f"{args.output}: {report.summary()}")
+    print(f"mars-synth dataset: wrote {args.output}: {report.summary()}", file=sys.stderr)
     if report.clipped:
-        print(f"warning: {report.clipped} notes reached full scale and were clipped")
+        print(f"mars-synth dataset: warning: {report.clipped} notes reached full scale and were clipped",
+              file=sys.stderr)
     return 0

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mars_model.commands import add_model_device_argument
+
 EPILOG = """\
 examples:
   mars-synth eval data/fluidr3 runs/recon --json recon.json --markdown recon.md
@@ -30,11 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--ceiling", action="store_true",
         help="real vs real: score REAL_DIR's --candidate-split against its --reference-split",
     )  # fmt: skip
-    parser.add_argument("--reference-split", default="train", help="ceiling reference (train)")
-    parser.add_argument("--candidate-split", default="test", help="ceiling candidate (test)")
+    parser.add_argument("--reference-split", default="train", help="ceiling reference (default train)")
+    parser.add_argument("--candidate-split", default="test", help="ceiling candidate (default test)")
     parser.add_argument(
         "--paired", choices=("auto", "yes", "no"), default="auto",
-        help="paired metrics: auto (when names match), yes (error unless they do), no",
+        help="paired metrics: auto (when names match), yes (error unless they do), no (default auto)",
     )  # fmt: skip
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the full report as JSON")
     parser.add_argument("--markdown", type=Path, metavar="FILE", help="write the table as markdown")
@@ -47,14 +49,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--pyin-notes", type=int, default=500,
         help="notes per set checked by pYIN, seeded subset (default 500; 0 = skip, -1 = all)",
     )  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="seed of subsets and k-means")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--seed", type=int, default=0, help="seed of subsets and k-means (default 0)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    add_model_device_argument(parser, default="cpu", what="the evaluation classifier",
+                              why=", which keeps scores comparable with the README's")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from mars_model.commands import resolve_model_device
     from mars_model.errors import MarsError
     from mars_model.eval.suite import Evaluator, evaluate_ceiling, evaluate_dirs
 
@@ -66,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         raise MarsError("--pyin-notes must be -1 (all), 0 (skip) or a positive count")
     if args.threads:
         torch.set_num_threads(args.threads)
+    device = resolve_model_device(args.model_device)
     for path in (args.json, args.markdown):
         if path is not None and not path.parent.is_dir():
             raise MarsError(f"cannot write {path}: {path.parent} is not a directory")
@@ -75,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         ndb_bins=args.ndb_bins,
         pyin_notes=None if args.pyin_notes == -1 else args.pyin_notes,
         seed=args.seed,
+        device=device,
         progress=not args.quiet,
     )
     if args.ceiling:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 from pathlib import Path
+
+from mars_model.commands import add_model_device_argument
 
 #: model name -> (module, trainer, exporter); the module also has ``CONFIG_SECTIONS``.
 TRAINERS = {
@@ -50,8 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="override train.steps (the schedule length)")
     parser.add_argument("--stop-after", type=int, metavar="N",
                         help="stop after N steps of this call (checkpointed; run again to go on)")
-    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:1 ...")
-    parser.add_argument("--threads", type=int, help="CPU threads for torch")
+    add_model_device_argument(parser, why="; under torchrun, auto gives each process its own GPU")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: the config's train.threads)")
     parser.add_argument("--export", type=Path, metavar="FILE",
                         help="after training, write the weight file here (a later stage starts from "
                              "the stage's export path)")  # fmt: skip
@@ -83,9 +86,10 @@ def run(args: argparse.Namespace) -> int:
 
     dist_info = init_distributed()
     getattr(module, train_name)(config, args.run, quiet=args.quiet, stop_after=args.stop_after,
-                                device=pick_device(args.device, dist_info))  # fmt: skip
+                                device=pick_device(args.model_device, dist_info))  # fmt: skip
     if args.export and dist_info.is_main:
         recipe = {"config": str(args.config), "stage": args.stage} if args.stage else None
         meta = getattr(module, export_name)(args.run, args.export, recipe=recipe)
-        print(f"exported {args.model} after {meta['steps']} steps to {args.export}")
+        print(f"mars-synth train: exported {args.model} after {meta['steps']} steps to {args.export}",
+              file=sys.stderr)
     return 0
