@@ -33,8 +33,8 @@ def default_note_source(device: str = "cpu") -> NoteSource:
     except ModuleNotFoundError as err:
         if err.name not in ("mars_model.generator", "mars_model"):
             raise
-        raise MarsError("no trained model is installed yet (mars_model.generator is missing; "
-                        "the model is tracked in issue #4); nothing can be generated") from None  # fmt: skip
+        raise MarsError("no trained model is installed (mars_model.generator is missing); nothing can be "
+                        "generated: reinstall mars-synth") from None  # fmt: skip
     source = generator.load_generator(None, device=device)
     _check(source, "mars_model.generator.load_generator")
     return source

@@ -54,11 +54,11 @@ def test_every_planned_subcommand_is_built():
 def test_an_unbuilt_subcommand_says_so_and_fails(monkeypatch, capsys):
     from engine.bindings import cli as cli_module
 
-    monkeypatch.setattr(cli_module, "SUBCOMMANDS", SUBCOMMANDS + (Subcommand("export", "export a model", None, 9),))
+    monkeypatch.setattr(cli_module, "SUBCOMMANDS", SUBCOMMANDS + (Subcommand("export", "export a model", None),))
     code = main(["export"])
     err = capsys.readouterr().err.strip()
     assert code == 3
-    assert err == "mars-synth export: not built yet (tracked in issue #9)"
+    assert err == "mars-synth export: not built yet"
 
 
 def test_no_command_prints_usage_on_stderr_and_exits_2():

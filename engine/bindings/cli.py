@@ -21,17 +21,14 @@ class Subcommand:
     name: str
     help: str
     module: str | None
-    issue: int | None = None
 
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand(
-        "render", "render a MIDI file to WAV/FLAC with the neural synth", "engine.bindings.render_command", 5
-    ),
-    Subcommand("play", "play live from a MIDI keyboard or a DAW over OSC", "engine.bindings.play_command", 6),
+    Subcommand("render", "render a MIDI file to WAV/FLAC with the neural synth", "engine.bindings.render_command"),
+    Subcommand("play", "play live from a MIDI keyboard or a DAW over OSC", "engine.bindings.play_command"),
     Subcommand("note", "generate one note to a WAV file", "engine.bindings.note_command"),
-    Subcommand("presets", "list the installed presets", "engine.bindings.presets_command", 4),
-    Subcommand("devices", "list audio devices and MIDI ports", "engine.bindings.devices_command", 6),
+    Subcommand("presets", "list the installed presets", "engine.bindings.presets_command"),
+    Subcommand("devices", "list audio devices and MIDI ports", "engine.bindings.devices_command"),
     Subcommand(
         "dataset", "build an NSynth-style note set from a SoundFont", "mars_model.commands.dataset"
     ),
@@ -92,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         print("mars-synth: error: give a COMMAND", file=sys.stderr)
         return EXIT_USAGE
     if sub.module is None:
-        where = f" (tracked in issue #{sub.issue})" if sub.issue else ""
-        print(f"mars-synth {sub.name}: not built yet{where}", file=sys.stderr)
+        print(f"mars-synth {sub.name}: not built yet", file=sys.stderr)
         return EXIT_NOT_BUILT
     try:
         return int(importlib.import_module(sub.module).run(args) or 0)

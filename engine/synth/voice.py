@@ -20,7 +20,7 @@ from engine.synth.sample import NoteSample
 SILENCE = 1e-4
 #: The release envelope falls by 60 dB over the patch's release time (then on to SILENCE).
 RELEASE_DB = 60.0
-#: Fade applied to a stolen or all-sound-off voice (the issue allows at most 5 ms).
+#: Fade applied to a stolen or all-sound-off voice (at most 5 ms, so a stolen note is cut quickly but never clicks).
 STEAL_FADE_SECONDS = 0.003
 #: A note-off earlier than this after the note-on is delayed to it (as FluidSynth's min-note-length),
 #: so zero-length MIDI notes still sound.
