@@ -355,7 +355,7 @@ class NoteGenerator:
     @torch.no_grad()
     def decode(self, latents: Latents) -> torch.Tensor:
         """The tokenizer decoder's half: latents -> log-spectrograms ``[B, 1, F, T]``, decoded
-        :data:`DECODER_CHUNK` notes at a time (the same numbers, half the memory at batch 16)."""
+        :data:`DECODER_CHUNK` notes at a time (the same numbers, a fraction of the memory)."""
         parts = []
         with self._autocast():
             for first in range(0, len(latents.f_hat), DECODER_CHUNK):
