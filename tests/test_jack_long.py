@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from test_jack_live import (
     RATE,
+    SETTLE_FRAMES,
     EnginePlayer,
     JackProbe,
     assert_engine_on_time,
@@ -55,7 +56,7 @@ def test_a_disconnected_keyboard_releases_its_notes_even_under_the_pedal(own_jac
         keyboard.deactivate()
         keyboard.close()  # the device is gone, pedal down and keys held
         assert engine.voices(0) == 0
-        quiet_from = probe.now()
+        quiet_from = probe.now() + SETTLE_FRAMES
         time.sleep(0.2)
         assert np.abs(probe.recording(quiet_from)).max() == 0.0
     finally:
