@@ -51,6 +51,8 @@ class RenderSettings:
         cache_dir: the persistent note cache (``None``: generate everything, keep nothing).
         block_size: frames per mixing block (events split blocks, so timing does not depend on it).
         progress: show a progress bar while notes are generated.
+        model_device: the torch device the model runs on (``cpu``, ``cuda``, ``cuda:N``); it
+            is loaded only when a note must be generated.
         max_seconds: refuse MIDI files longer than this.
     """
 
@@ -64,6 +66,7 @@ class RenderSettings:
     cache_dir: Path | None = None
     block_size: int = 4096
     progress: bool = True
+    model_device: str = "cpu"
     max_seconds: float = DEFAULT_MAX_SECONDS
 
     def check(self) -> None:
@@ -284,9 +287,9 @@ def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> No
     model_id = default_model_id()
     loaded = None
     if model_id is None:
-        loaded = default_note_source()
+        loaded = default_note_source(settings.model_device)
         model_id = str(loaded.model_id)
-    return NoteCache(settings.sample_rate, loaded or default_note_source, model_id, settings.seed,
+    return NoteCache(settings.sample_rate, loaded or (lambda: default_note_source(settings.model_device)), model_id, settings.seed,
                      settings.cache_dir, progress=settings.progress)  # fmt: skip
 
 

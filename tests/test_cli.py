@@ -18,7 +18,7 @@ PLANNED = ["render", "play", "note", "presets", "devices", "dataset", "codec", "
 ROOT = Path(__file__).resolve().parents[1]
 #: The subcommands that run a torch model, so take --model-device. (render loads the model only
 #: for notes missing from the cache, on the CPU; codec runs its small model on the CPU.)
-MODEL_COMMANDS = {"note", "play", "train", "eval"}
+MODEL_COMMANDS = {"note", "play", "train", "eval", "render"}
 
 
 def cli(*args, env=None, **kw) -> subprocess.CompletedProcess:

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from mars_model.commands import add_model_device_argument
+
 
 def _tail(text: str) -> str | float:
     if text in ("auto", "eot"):
@@ -53,6 +55,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="generate every note, keep none on disk")
     parser.add_argument("--max-duration", type=float, default=3600.0, metavar="SECONDS",
                         help="refuse MIDI files longer than this (default %(default)g)")  # fmt: skip
+    add_model_device_argument(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings or summary")
 
 
@@ -62,13 +65,15 @@ def run(args: argparse.Namespace) -> int:
     from engine.model import default_note_rate, default_note_source
     from engine.note_cache import default_cache_dir
     from engine.render import RenderSettings, render_file
+    from mars_model.commands import resolve_model_device
 
     check_output_rate(args.sample_rate)
+    device = resolve_model_device(args.model_device)
     source = None
     if not args.quiet:
         note_rate = default_note_rate()
         if note_rate is None:  # another note source: only it knows (render would load it on the first miss)
-            source = default_note_source()
+            source = default_note_source(device)
             note_rate = int(source.sample_rate)
         warn_if_band_cut(args.sample_rate, note_rate, "render")
     cache_dir = None if args.no_cache else (args.cache_dir or default_cache_dir())
@@ -76,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate, gain=args.gain, polyphony=args.polyphony, preset=args.preset,
         channel_map=args.map, tail=args.tail, seed=args.seed, cache_dir=cache_dir,
         progress=not args.quiet and sys.stderr.isatty(), max_seconds=args.max_duration,
+        model_device=device,
     )  # fmt: skip
     if args.dry_run:
         from engine.render import plan_render
