@@ -220,6 +220,13 @@ class OscClient:
         self.sock.close()
 
 
+def _ctrl_c_as_in_a_terminal() -> None:
+    """Give the engine the default SIGINT disposition, as a terminal's Ctrl-C finds it: a test run
+    started in the background by a non-interactive shell inherits SIGINT ignored, and Python then
+    keeps ignoring it, so the Ctrl-C test would wait for nothing."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class EnginePlayer:
     """``mars-synth play`` in its own process on a JACK server, with the test instrument and a private cache."""
 
@@ -233,7 +240,8 @@ class EnginePlayer:
         command = [sys.executable, "-m", "engine.bindings.cli", "play", "--osc-port", str(self.osc_port), *args]
         with open(self.log, "w") as log:
             self.process = subprocess.Popen(command, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                            stdout=log, stderr=subprocess.STDOUT)  # fmt: skip
+                                            stdout=log, stderr=subprocess.STDOUT,
+                                            preexec_fn=_ctrl_c_as_in_a_terminal)  # fmt: skip
         self.osc = OscClient(self.osc_port)
 
     def wait_ready(self, timeout: float = 60.0, idle: bool = True) -> list:
