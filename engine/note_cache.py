@@ -23,8 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.calibration import Calibration, load_calibration
 from engine.preset import Preset
-from engine.synth.sample import NoteSample, prepare_note
+from engine.synth.sample import NoteSample, StaleNoteFile, prepare_note
 from mars_model.api import VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
 from mars_model.errors import MarsError
 
@@ -80,6 +81,8 @@ class NoteCache:
         cache_dir: disk cache root (``None``: memory only).
         batch_size: notes per ``generate`` call.
         progress: show a progress bar while generating.
+        calibration: the real instruments' levels; each prepared note gets its preset
+            instrument's target curve at its pitch (``None``: notes stay uncalibrated).
 
     Not thread-safe: one thread (the renderer, or live play's generation worker) fills it;
     the :class:`NoteSample` objects it hands out are immutable and may go to any thread.
@@ -92,6 +95,7 @@ class NoteCache:
     cache_dir: Path | None = None
     batch_size: int = 16
     progress: bool = True
+    calibration: Calibration | None = field(default_factory=load_calibration)
     stats: CacheStats = field(default_factory=CacheStats)
     warnings: list[str] = field(default_factory=list)
     _notes: dict[NoteKey, NoteSample] = field(default_factory=dict, repr=False)
@@ -129,7 +133,7 @@ class NoteCache:
 
     def _prepare(self, key: NoteKey) -> NoteSample:
         wave, rate, root = self._raw.pop(key)
-        note = prepare_note(wave, rate, self.sample_rate, root)
+        note = prepare_note(wave, rate, self.sample_rate, root, self._target(key, root))
         self._notes[key] = note
         self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
         return note
@@ -216,18 +220,31 @@ class NoteCache:
         model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self._model_id())
         return self.cache_dir / model / f"{digest[:24]}.{suffix}"
 
+    def _target(self, key: NoteKey, root: int) -> np.ndarray | None:
+        """The real level per velocity of the key's preset instrument at ``root`` (the file's
+        program when the GM map plays it, whatever stand-in the model generated it with)."""
+        if self.calibration is None:
+            return None
+        instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
+        return self.calibration.target_curve(instrument, root)
+
     def _load(self, key: NoteKey) -> NoteSample | None:
         prepared = self._disk_path(key, f"{self.sample_rate}.note")
         if prepared is None:
             return None
         try:
             if prepared.is_file():
-                return NoteSample.load(prepared)
+                try:
+                    note = NoteSample.load(prepared)
+                    return dataclasses.replace(note, target_db=self._target(key, note.root_pitch))
+                except StaleNoteFile:
+                    pass  # prepared by an older version: prepare it again from the raw note
             raw = prepared.with_name(prepared.name.replace(f".{self.sample_rate}.note", ".raw.npz"))
             if raw.is_file():
                 with np.load(raw) as arrays:
                     wave, meta = arrays["wave"], arrays["meta"]
-                note = prepare_note(wave, int(meta[0]), self.sample_rate, int(meta[1]))
+                root = int(meta[1])
+                note = prepare_note(wave, int(meta[0]), self.sample_rate, root, self._target(key, root))
                 self._save(prepared, note.save)
                 return note
         except (OSError, ValueError, KeyError) as err:

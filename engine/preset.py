@@ -5,12 +5,15 @@ A preset file looks like this (every key but ``instrument`` is optional)::
     description: Acoustic grand piano
     family: keyboard            # NSynth family, informational
     instrument: 0               # GM program 0-127, or a morph {0: 0.5, 48: 0.5}
-    envelope: {attack: 0.002, release: 0.4}   # seconds
+    envelope: {attack: 0.001, release: 0.4}   # seconds; release default: the instrument's measured
     gain: 1.0                   # linear
+    velocity: {sensitivity: 1.0}  # scales the real instrument's velocity curve (0: no dynamics)
     sampling: {temperature: 1.0, top_k: 0, top_p: 1.0, guidance: 0.0}
     cache: disk                 # disk: keep generated notes across runs; memory: this run only
 
-The name is the file name without ``.yaml``. Presets are validated once, at load, and a
+Without an ``envelope.release`` a preset releases as its instrument does: the release time
+measured from the real instrument's notes (:mod:`engine.calibration`), which follows the
+GM program when the preset plays a file's program. The name is the file name without ``.yaml``. Presets are validated once, at load, and a
 bad one raises one :class:`MarsError` naming the file, the key and what is allowed.
 """
 
@@ -22,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.calibration import DEFAULT_RELEASE, load_calibration
 from engine.synth.voice import Patch
 from mars_model.api import NoteRequest, Sampling
 from mars_model.errors import MarsError
@@ -30,7 +34,7 @@ from mars_model.errors import MarsError
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
             "synth_lead", "vocal")  # fmt: skip
 CACHE_POLICIES = ("disk", "memory")
-_KEYS = {"description", "family", "instrument", "envelope", "gain", "sampling", "cache"}
+_KEYS = {"description", "family", "instrument", "envelope", "gain", "sampling", "cache", "velocity"}
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Preset:
     path: Path | None = None
     #: The instrument to use when a model does not know ``instrument`` (set by :meth:`with_program`).
     fallback: int | Mapping[int, float] | None = None
+    #: Whether ``envelope.release`` is the instrument's measured release (no ``release`` in the file).
+    release_measured: bool = False
 
     def __str__(self) -> str:
         return f"{self.name}: {self.description}" if self.description else self.name
@@ -71,13 +77,24 @@ class Preset:
                            sampling=self.sampling)  # fmt: skip
 
     def with_program(self, program: int) -> Preset:
-        """This preset's envelope, gain and sampling with another GM program as the instrument."""
+        """This preset's envelope, gain and sampling with another GM program as the instrument
+        (and that program's measured release, unless the preset sets its own)."""
+        envelope = self.envelope
+        if self.release_measured:
+            envelope = dataclasses.replace(envelope, release=measured_release(int(program), envelope.release))
         return dataclasses.replace(self, name=f"{self.name}@{program}", instrument=int(program),
-                                   fallback=self.instrument)  # fmt: skip
+                                   fallback=self.instrument, envelope=envelope)  # fmt: skip
 
     def identity(self) -> str:
         """What makes the generated notes differ (instrument and sampling), for cache keys."""
         return self.request(60, 100, 0).cache_key().replace(";p=60;v=100;s=0", "")
+
+
+def measured_release(instrument: int | Mapping[int, float], default: float = DEFAULT_RELEASE) -> float:
+    """The release time measured from the real instrument's notes, else ``default``."""
+    weights = {int(instrument): 1.0} if isinstance(instrument, int) else dict(instrument)
+    release = load_calibration().release(weights)
+    return default if release is None else release
 
 
 def preset_dir() -> Path:
@@ -142,9 +159,14 @@ def parse_preset(data: Any, path: Path, name: str | None = None) -> Preset:
         raise _fail(path, "instrument", "is missing: give a GM program 0-127 or a morph {program: weight}")
     instrument = _instrument(path, data["instrument"])
     env = _section(path, "envelope", data.get("envelope"), {"attack", "release"})
-    attack = _number(path, "envelope.attack", env.get("attack", 0.002), 0.0, 10.0)
-    release = _number(path, "envelope.release", env.get("release", 0.3), 0.0, 30.0, low_open=True)
+    attack = _number(path, "envelope.attack", env.get("attack", Patch.attack), 0.0, 10.0)
+    if "release" in env:
+        release = _number(path, "envelope.release", env["release"], 0.0, 30.0, low_open=True)
+    else:
+        release = measured_release(instrument)
     gain = _number(path, "gain", data.get("gain", 1.0), 0.0, 16.0)
+    vel = _section(path, "velocity", data.get("velocity"), {"sensitivity"})
+    sensitivity = _number(path, "velocity.sensitivity", vel.get("sensitivity", 1.0), 0.0, 4.0)
     s = _section(path, "sampling", data.get("sampling"), {"temperature", "top_k", "top_p", "guidance"})
     top_k = s.get("top_k", 0)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
@@ -164,8 +186,9 @@ def parse_preset(data: Any, path: Path, name: str | None = None) -> Preset:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise _fail(path, "description", f"must be text, got {description!r}")
-    return Preset(name=name or path.stem, instrument=instrument, envelope=Patch(attack, release, gain),
-                  sampling=sampling, cache=cache, description=description, family=family, path=path)  # fmt: skip
+    return Preset(name=name or path.stem, instrument=instrument, envelope=Patch(attack, release, gain, sensitivity),
+                  sampling=sampling, cache=cache, description=description, family=family, path=path,
+                  release_measured="release" not in env)  # fmt: skip
 
 
 def load_preset(path: Path) -> Preset:

@@ -26,8 +26,9 @@ from engine.midi.dispatch import NoteStart, apply_message
 from engine.midi.midifile import DEFAULT_MAX_SECONDS, MidiScore, read_midi_file
 from engine.midi.program_map import DRUM_CHANNEL, ProgramMap
 from engine.note_cache import CacheStats, NoteCache, NoteKey
+from engine.synth.sample import NoteSample
 from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, Synth
-from engine.synth.voice import Patch, velocity_gain
+from engine.synth.voice import Patch
 from mars_model.api import NoteSource
 from mars_model.errors import MarsError
 
@@ -248,8 +249,9 @@ def _play(score: MidiScore, plan: list[_PlannedNote | None], last_use: dict[Note
             advance(timed.sample)
         start = None
         if planned is not None:
-            gain = velocity_gain(timed.message.velocity, planned.key.velocity)
-            start = NoteStart(cache.get(planned.key), planned.patch, gain)
+            sample = cache.get(planned.key)
+            gain = sample.velocity_gain(timed.message.velocity, planned.patch.velocity_sensitivity)
+            start = NoteStart(sample, planned.patch, gain)
             if planned.key not in first_use:
                 first_use.add(planned.key)
                 prefetch.started()
@@ -275,6 +277,29 @@ def _play(score: MidiScore, plan: list[_PlannedNote | None], last_use: dict[Note
     report.frames = now
     report.peak_voices = synth.peak_voices
     report.steals = synth.steals
+
+
+def play_note(note: NoteSample, patch: Patch, key: int, velocity: int, hold: float, seconds: float,
+              sample_rate: int = 48000, gain: float = 0.5) -> np.ndarray:  # fmt: skip
+    """One key press through the engine core, as ``render`` plays it (calibrated velocity gain,
+    the patch's envelope, the mixer): key down at 0, up after ``hold`` seconds.
+
+    Returns:
+        float32 ``[2, seconds * sample_rate]``.
+    """
+    block = 4096
+    synth = Synth(sample_rate, polyphony=4, block_size=block, gain=gain)
+    synth.note_on(0, key, velocity, note, patch, note.velocity_gain(velocity, patch.velocity_sensitivity))
+    total, up = int(round(seconds * sample_rate)), int(round(hold * sample_rate))
+    out = np.zeros((2, total), np.float32)
+    now = 0
+    while now < total:
+        if now == up:
+            synth.note_off(0, key)
+        end = min(now + block, total, up if now < up else total)
+        synth.render(out[:, now:end], end - now)
+        now = end
+    return out
 
 
 def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> NoteCache:

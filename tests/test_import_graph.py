@@ -45,7 +45,8 @@ PACKAGES = ("engine", "mars_model", "tools")
 LAYERS = (
     ("engine.bindings",),  # CLI, OSC: the ways people drive the engine
     ("engine.live", "engine.render"),  # live play; offline render
-    ("engine.synth", "engine.midi", "engine.drivers", "engine.note_cache", "engine.preset", "engine.model"),
+    ("engine.synth", "engine.midi", "engine.drivers", "engine.note_cache", "engine.preset", "engine.model",
+     "engine.calibration"),
     ("mars_model",),
 )
 #: What the engine may import of the model package: its narrow public API, and the model-side

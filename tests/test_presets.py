@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.bindings.cli import main
+from engine.calibration import load_calibration
 from engine.preset import find_preset, load_preset, load_presets, preset_dir
 from mars_model.api import Sampling
 from mars_model.errors import MarsError
@@ -37,7 +38,24 @@ def test_preset_builds_model_requests():
     request = piano.request(60, 100, seed=7)
     assert (request.instrument, request.pitch, request.velocity, request.seed) == (0, 60, 100, 7)
     assert request.sampling == piano.sampling
-    assert piano.with_program(1).instrument == 1 and piano.with_program(1).envelope == piano.envelope
+    bright = piano.with_program(1)
+    assert bright.instrument == 1 and bright.sampling == piano.sampling
+    assert (bright.envelope.attack, bright.envelope.gain) == (piano.envelope.attack, piano.envelope.gain)
+
+
+def test_a_preset_without_a_release_releases_as_its_instrument_was_measured(tmp_path):
+    calibration = load_calibration()
+    piano, strings = find_preset("grand_piano"), find_preset("strings")
+    assert piano.release_measured and piano.patch.release == pytest.approx(calibration.release({0: 1.0}))
+    # Playing a file's program, the preset takes that program's release (a cello part: the cello's).
+    assert strings.with_program(42).patch.release == pytest.approx(calibration.release({42: 1.0}))
+    assert calibration.release({42: 1.0}) != calibration.release({48: 1.0})
+    # A release written in the file wins, for the program it plays and for every other.
+    path = tmp_path / "short.yaml"
+    path.write_text("instrument: 48\nenvelope: {release: 0.05}\nvelocity: {sensitivity: 0.5}\n")
+    short = load_preset(path)
+    assert not short.release_measured and short.with_program(42).patch.release == 0.05
+    assert short.patch.velocity_sensitivity == 0.5
 
 
 @pytest.mark.parametrize("text, key, allowed", [
@@ -81,8 +99,8 @@ def test_presets_command_reports_a_bad_preset_in_one_line(tmp_path, capsys):
     assert len(err.splitlines()) == 1 and err.startswith("mars-synth presets: error: preset")
 
 
-def test_a_built_wheel_carries_the_presets(tmp_path):
-    """`pip install .` (not editable) must install presets/*.yaml as package data."""
+def test_a_built_wheel_carries_the_presets_and_the_calibration(tmp_path):
+    """`pip install .` (not editable) must install presets/*.yaml and the playback calibration as package data."""
     src = tmp_path / "src"
     src.mkdir()
     for name in ("pyproject.toml", "README.md"):
@@ -98,3 +116,4 @@ def test_a_built_wheel_carries_the_presets(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {f"engine/presets/{p.name}" for p in (REPO / "presets").glob("*.yaml")}
     assert shipped and shipped <= names
+    assert "engine/data/playback.json" in names

@@ -95,7 +95,8 @@ def morph_preset(a: Preset, b: Preset, t: float) -> Preset:
     instrument: int | dict[int, float] = next(iter(weights)) if len(weights) == 1 else weights
     pa, pb = a.patch, b.patch
     patch = Patch(pa.attack + t * (pb.attack - pa.attack), pa.release + t * (pb.release - pa.release),
-                  pa.gain + t * (pb.gain - pa.gain))  # fmt: skip
+                  pa.gain + t * (pb.gain - pa.gain),
+                  pa.velocity_sensitivity + t * (pb.velocity_sensitivity - pa.velocity_sensitivity))  # fmt: skip
     return Preset(name=f"morph:{a.name}:{b.name}:{t:.2f}", instrument=instrument, envelope=patch,
                   sampling=(a if t < 0.5 else b).sampling, cache="memory",
                   description=f"{1 - t:.2f} {a.name} + {t:.2f} {b.name}")  # fmt: skip

@@ -38,7 +38,7 @@ from engine.note_cache import NoteKey
 from engine.preset import Preset
 from engine.synth.sample import NoteSample
 from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, CC_SOSTENUTO, CC_SUSTAIN
-from engine.synth.voice import Patch, velocity_gain
+from engine.synth.voice import Patch
 from mars_model.api import VELOCITY_BUCKETS, velocity_bucket
 
 #: The velocity bucket generated ahead over the whole range on preset load (velocity 100).
@@ -280,7 +280,7 @@ class LiveControl:
         else:
             self._fallback.pop(slot, None)
         self._playing[slot] = message.note
-        start = NoteStart(sample, patch, velocity_gain(message.velocity, sample_key.velocity))
+        start = NoteStart(sample, patch, sample.velocity_gain(message.velocity, patch.velocity_sensitivity))
         self._emit(AudioCommand(MIDI, frame, message, start, received=received))
 
     def _note_off(self, message: mido.Message, source: str, frame: int) -> None:

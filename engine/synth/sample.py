@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.synth.loudness import level_db
+
 #: Seconds the key is held in a generated note (NSynth convention: 3 s held, 1 s release).
 HELD_SECONDS = 3.0
 #: Samples of padding after each buffer so linear interpolation may read one past the end.
@@ -23,7 +25,12 @@ _LOOP_END_MARGIN_S = 0.1  # keep the loop clear of the key-up transient at HELD_
 _LOOP_MIN_S = 0.15
 _LOOP_MAX_S = 1.0
 _CROSSFADE_S = 0.04
-_FILE_MAGIC = 0x4D41525331  # 'MARS1'
+_FILE_MAGIC = 0x4D41525332  # 'MARS2': MARS1 plus the note's level
+_OLD_MAGICS = (0x4D41525331,)
+_HEADER_WORDS = 8
+#: A calibrated note is never raised by more than this, nor cut by more (dB): a near-silent
+#: generated note is not blown up into noise.
+_GAIN_LIMIT_DB = (-60.0, 24.0)
 _MIN_SAMPLES = 64
 
 
@@ -42,6 +49,11 @@ class NoteSample:
         sample_rate: rate of ``data`` and ``loop`` in Hz.
         root_pitch: MIDI pitch the note was generated at; a voice playing another key
             transposes by resampling on the fly.
+        level_db: the generated note's level (:func:`engine.synth.loudness.level_db`, measured
+            at the model's rate before resampling).
+        target_db: float32 ``[128]``, the real instrument's level at this pitch for each MIDI
+            velocity (the playback calibration, :mod:`engine.calibration`), or ``None`` when
+            the note is not calibrated.
     """
 
     data: np.ndarray
@@ -50,6 +62,8 @@ class NoteSample:
     crossfade: int
     sample_rate: int
     root_pitch: int
+    level_db: float = 0.0
+    target_db: np.ndarray | None = None
 
     @property
     def length(self) -> int:
@@ -66,10 +80,28 @@ class NoteSample:
         """Position in ``data`` where a held voice moves into ``loop`` (at loop index L - crossfade)."""
         return self.loop_start + self.loop_length - self.crossfade
 
+    def velocity_gain(self, velocity: int, sensitivity: float = 1.0) -> float:
+        """The linear gain that plays this note as loud as the real instrument at ``velocity``.
+
+        With a target curve: ``target[v] - level`` dB, where a ``sensitivity`` other than 1
+        scales the curve's distance below its velocity-127 level (0: every velocity as loud
+        as 127; 2: twice the dB range). Without one (an uncalibrated note), the note is taken
+        as played at velocity 127 and scaled by General MIDI's 40 dB curve, ``(v / 127) ** 2``.
+        """
+        v = min(max(int(velocity), 1), 127)
+        if self.target_db is None:
+            return (v / 127.0) ** 2
+        top = float(self.target_db[127])
+        db = top + sensitivity * (float(self.target_db[v]) - top) - self.level_db
+        return 10.0 ** (min(max(db, _GAIN_LIMIT_DB[0]), _GAIN_LIMIT_DB[1]) / 20.0)
+
     def save(self, path: Path) -> None:
-        """Write the sample as one raw file: an int64 header, then ``data`` and ``loop`` as float32."""
+        """Write the sample as one raw file: an int64 header (the level as float64 bits), then
+        ``data`` and ``loop`` as float32. The target curve is not saved: it comes from the
+        calibration when the note is loaded."""
         header = np.array([_FILE_MAGIC, self.loop_start, self.crossfade, self.sample_rate, self.root_pitch,
-                           self.data.shape[0], self.loop.shape[0]], dtype=np.int64)  # fmt: skip
+                           self.data.shape[0], self.loop.shape[0], 0], dtype=np.int64)  # fmt: skip
+        header[7:8] = np.array([self.level_db], np.float64).view(np.int64)
         with open(path, "wb") as f:
             f.write(header.tobytes())
             f.write(np.ascontiguousarray(self.data, np.float32).tobytes())
@@ -77,14 +109,27 @@ class NoteSample:
 
     @classmethod
     def load(cls, path: Path) -> NoteSample:
-        """Read a sample written by :meth:`save` (raises ``ValueError`` if the file is damaged)."""
+        """Read a sample written by :meth:`save`.
+
+        Raises:
+            StaleNoteFile: the file was written by an older version (prepare it again).
+            ValueError: the file is damaged.
+        """
+        size = _HEADER_WORDS * 8
         raw = np.fromfile(path, dtype=np.uint8)
-        header = raw[: 7 * 8].view(np.int64) if raw.shape[0] >= 56 else np.zeros(7, np.int64)
-        magic, loop_start, crossfade, sample_rate, root_pitch, n_data, n_loop = (int(v) for v in header)
-        if magic != _FILE_MAGIC or raw.shape[0] != 56 + 4 * (n_data + n_loop):
+        header = raw[:size].view(np.int64) if raw.shape[0] >= size else np.zeros(_HEADER_WORDS, np.int64)
+        magic, loop_start, crossfade, sample_rate, root_pitch, n_data, n_loop = (int(v) for v in header[:7])
+        if magic in _OLD_MAGICS:
+            raise StaleNoteFile(f"{path} was written by an older mars-synth")
+        if magic != _FILE_MAGIC or raw.shape[0] != size + 4 * (n_data + n_loop):
             raise ValueError(f"{path} is not a complete note file")
-        floats = raw[56:].view(np.float32)
-        return cls(floats[:n_data], floats[n_data:], loop_start, crossfade, sample_rate, root_pitch)
+        level = float(header[7:8].view(np.float64)[0])
+        floats = raw[size:].view(np.float32)
+        return cls(floats[:n_data], floats[n_data:], loop_start, crossfade, sample_rate, root_pitch, level)
+
+
+class StaleNoteFile(ValueError):
+    """A prepared-note file in an older format: not damaged, just to be prepared again."""
 
 
 def resample(wave: np.ndarray, source_rate: int, target_rate: int) -> np.ndarray:
@@ -143,16 +188,21 @@ def find_loop(wave: np.ndarray, sample_rate: int, held_seconds: float = HELD_SEC
     return start, end, crossfade
 
 
-def prepare_note(wave: np.ndarray, source_rate: int, target_rate: int, root_pitch: int) -> NoteSample:
-    """Turn a generated note into a :class:`NoteSample`: resample, find and bake the loop.
+def prepare_note(wave: np.ndarray, source_rate: int, target_rate: int, root_pitch: int,
+                 target_db: np.ndarray | None = None) -> NoteSample:  # fmt: skip
+    """Turn a generated note into a :class:`NoteSample`: measure its level, resample, find and bake the loop.
 
     Args:
         wave: float ``[N]`` at ``source_rate`` (the model's rate, 16 kHz for MARS).
         source_rate: rate of ``wave`` in Hz.
         target_rate: output rate in Hz.
         root_pitch: MIDI pitch the note was generated at.
+        target_db: the real instrument's level per velocity at this pitch (see
+            :attr:`NoteSample.target_db`), or ``None``.
     """
-    x = resample(np.nan_to_num(np.asarray(wave, dtype=np.float32)), source_rate, target_rate)
+    wave = np.nan_to_num(np.asarray(wave, dtype=np.float32))
+    level = level_db(wave, source_rate)
+    x = resample(wave, source_rate, target_rate)
     if x.shape[0] < _MIN_SAMPLES:  # an empty or tiny note still gets a (silent) loop to stand on
         x = np.concatenate([x, np.zeros(_MIN_SAMPLES - x.shape[0], np.float32)])
     start, end, crossfade = find_loop(x, target_rate)
@@ -171,4 +221,4 @@ def prepare_note(wave: np.ndarray, source_rate: int, target_rate: int, root_pitc
     cycle[-crossfade:] = (tail * fade_out + head * fade_in).astype(np.float32)
     loop = np.concatenate([cycle, cycle[:GUARD]]).astype(np.float32)
     data = np.concatenate([x, np.zeros(GUARD, np.float32)]).astype(np.float32)
-    return NoteSample(data, loop, int(start), int(crossfade), int(target_rate), int(root_pitch))
+    return NoteSample(data, loop, int(start), int(crossfade), int(target_rate), int(root_pitch), level, target_db)

@@ -118,7 +118,9 @@ class Synth:
                 continue
             new = self._free_slot()
             new.start(sample, channel, key, old.velocity, 1.0, Patch(attack=fade_seconds), old.serial)
-            new.gain = old.gain
+            # Same velocity, the new note's own calibration (the fallback was another pitch's note).
+            before = old.sample.velocity_gain(old.velocity) if old.sample is not None else 0.0
+            new.gain = old.gain * (sample.velocity_gain(old.velocity) / before if before > 0 else 1.0)
             new.release_coef = old.release_coef
             new.state, new.key_down, new.sostenuto = old.state, old.key_down, old.sostenuto
             new.played, new.release_pending = old.played, old.release_pending

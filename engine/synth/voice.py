@@ -42,14 +42,18 @@ class Patch:
     """How a preset plays a note: the engine's envelope and gain on top of the generated audio.
 
     Args:
-        attack: seconds of the linear fade-in at note start (>= 0).
+        attack: seconds of the linear fade-in at note start (>= 0); the default 1 ms only
+            keeps the first sample from clicking, the generated attack is the instrument's.
         release: seconds for the release envelope to fall by 60 dB after key up (> 0).
         gain: linear gain of the preset.
+        velocity_sensitivity: how far below the velocity-127 level softer notes fall, as a
+            factor of the real instrument's velocity curve (see ``NoteSample.velocity_gain``).
     """
 
-    attack: float = 0.002
+    attack: float = 0.001
     release: float = 0.3
     gain: float = 1.0
+    velocity_sensitivity: float = 1.0
 
 
 class MixScratch:
@@ -158,8 +162,9 @@ class Voice:
                 self.release_pending = True
                 return
             self.release_pending = False
+            # The release is the envelope alone (the instrument's measured release time): a voice
+            # in its loop stays there rather than also playing the generated release tail.
             self.state = VoiceState.RELEASED
-            self._leave_loop_if_clean()
 
     def steal(self) -> None:
         """Fade out over STEAL_FADE_SECONDS, then free the voice."""
@@ -170,14 +175,6 @@ class Voice:
         """Stop at once (no fade)."""
         self.state = VoiceState.FREE
         self.sample = None
-
-    def _leave_loop_if_clean(self) -> None:
-        # In the loop, outside the crossfade, the loop equals data[loop_start + j]: continue there,
-        # so a long-held note ends with the generated sustain end and release tail.
-        sample = self.sample
-        if self.in_loop and sample is not None and self.pos < sample.loop_length - sample.crossfade:
-            self.pos += sample.loop_start
-            self.in_loop = False
 
     def render(self, bus: np.ndarray, frames: int, scratch: MixScratch, target_l: float,
                target_r: float, increments: np.ndarray | None = None) -> None:  # fmt: skip
@@ -232,8 +229,6 @@ class Voice:
             # Crossed the limit: wrap, enter the loop, or end.
             if self.in_loop:
                 self.pos = next_pos - sample.loop_length
-                if self.state == VoiceState.RELEASED:
-                    self._leave_loop_if_clean()
             elif looping:
                 self.in_loop = True
                 self.pos = next_pos - sample.loop_start
@@ -330,16 +325,6 @@ class Voice:
             self.free()
         else:
             self.state = state
-
-
-def velocity_gain(velocity: int, generated_velocity: int) -> float:
-    """Linear gain for playing a note generated at ``generated_velocity`` with ``velocity``.
-
-    The model already makes the loudness and timbre of its velocity buckets; inside a bucket
-    the engine scales by ``(velocity / generated_velocity) ** 2`` (the 40 dB MIDI velocity
-    curve General MIDI synthesizers use).
-    """
-    return (max(1, velocity) / max(1, generated_velocity)) ** 2
 
 
 def semitones_to_rate(semitones: float) -> float:

@@ -203,8 +203,9 @@ def parse_int_list(text: str, what: str, lo: int, hi: int) -> tuple[int, ...]:
     return tuple(sorted(values))
 
 
-def _note_midi(program: int, notes: Sequence[tuple[int, int]], path: Path) -> None:
-    """Write a MIDI file with one note per 5 s slot, an all-sound-off 4 s into each slot."""
+def _note_midi(program: int, notes: Sequence[tuple[int, int]], path: Path, hold_seconds: float = HOLD_SECONDS) -> None:
+    """Write a MIDI file with one note per 5 s slot (key up after ``hold_seconds``), an
+    all-sound-off 4 s into each slot."""
     import mido
 
     ticks_per_second = 960  # 480 ticks per beat at 120 bpm
@@ -213,8 +214,8 @@ def _note_midi(program: int, notes: Sequence[tuple[int, int]], path: Path) -> No
     midi.tracks.append(track)
     track.append(mido.MetaMessage("set_tempo", tempo=500_000, time=0))
     track.append(mido.Message("program_change", program=program, time=0))
-    hold = int(HOLD_SECONDS * ticks_per_second)
-    release = int((NOTE_SECONDS - HOLD_SECONDS) * ticks_per_second)
+    hold = int(hold_seconds * ticks_per_second)
+    release = int(NOTE_SECONDS * ticks_per_second) - hold
     gap = int((SLOT_SECONDS - NOTE_SECONDS) * ticks_per_second)
     for i, (pitch, velocity) in enumerate(notes):
         track.append(
@@ -227,9 +228,12 @@ def _note_midi(program: int, notes: Sequence[tuple[int, int]], path: Path) -> No
 
 
 def render_notes(
-    soundfont: Path, program: int, notes: Sequence[tuple[int, int]], gain: float = DEFAULT_GAIN
+    soundfont: Path, program: int, notes: Sequence[tuple[int, int]], gain: float = DEFAULT_GAIN,
+    hold_seconds: float = HOLD_SECONDS,
 ) -> np.ndarray:
     """Render ``(pitch, velocity)`` notes of one GM program with the FluidSynth CLI.
+
+    The key is held ``hold_seconds`` (the note set's 3 s unless a measurement needs another).
 
     Returns:
         ``[len(notes), 64000]`` float32 mono waveforms at 16 kHz.
@@ -244,7 +248,7 @@ def render_notes(
         )
     with tempfile.TemporaryDirectory(prefix="mars-render-") as tmp:
         midi_path, wav_path = Path(tmp, "notes.mid"), Path(tmp, "notes.wav")
-        _note_midi(program, notes, midi_path)
+        _note_midi(program, notes, midi_path, hold_seconds)
         cmd = [fluidsynth, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain),
                "-r", str(RENDER_RATE), "-O", "float", "-T", "wav", "-F", str(wav_path),
                str(soundfont), str(midi_path)]  # fmt: skip

@@ -1,0 +1,196 @@
+"""Playback calibration: how loud the real instrument is at each pitch and velocity, and how long its release.
+
+A generated note comes out of the model at whatever level the sampling gave it, and only
+at five velocities (the note set's 25, 50, 75, 100, 127). The calibration file says what
+the *real* instrument does: for each GM program, the level (:func:`engine.synth.loudness.level_db`)
+of its notes in the note set at every measured pitch and velocity, and its release time.
+When a note is prepared, the note cache turns that into the note's target curve: the real
+level at the note's pitch for every MIDI velocity 0-127 (:func:`velocity_curve`). A voice
+then plays the note at ``target[velocity] - note level`` dB, so
+
+- loudness follows the real instrument's velocity curve continuously, with no jump where
+  a crescendo crosses from one generated velocity layer to the next;
+- neighbouring notes differ in level as much as the real instrument's do, not more;
+- presets without an explicit ``release`` use the instrument's measured release.
+
+The file is made by ``python -m tools.calibrate_playback`` from FluidR3_GM renders made
+the way the note set is (``mars-synth dataset build``), using the train split's pitches only;
+held-out pitches are interpolated from their neighbours.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from mars_model.errors import MarsError
+
+CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "playback.json"
+#: MIDI velocities 0..127; the curve's index is the velocity.
+VELOCITIES = 128
+#: Below the lowest measured velocity the curve goes on falling at the slope of the lowest
+#: measured segment, kept inside these bounds (dB per velocity step).
+EXTRAPOLATION_STEP_DB = (0.15, 0.9)
+#: Release used when neither the preset nor the calibration gives one (seconds).
+DEFAULT_RELEASE = 0.3
+
+
+def velocity_curve(velocities: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """Level in dB for every MIDI velocity 0..127 from levels measured at a few velocities.
+
+    Piecewise linear in dB between measured velocities, never falling as velocity rises
+    (a measured dip is flattened), flat above the highest measured velocity, and below the
+    lowest falling on at the lowest segment's slope (within :data:`EXTRAPOLATION_STEP_DB`).
+
+    Args:
+        velocities: int ``[V]``, ascending.
+        levels: float ``[V]`` dB at those velocities.
+    Returns:
+        float32 ``[128]``.
+    """
+    velocities = np.asarray(velocities, np.float64)
+    levels = np.maximum.accumulate(np.asarray(levels, np.float64))
+    v = np.arange(VELOCITIES, dtype=np.float64)
+    curve = np.interp(v, velocities, levels)
+    if velocities.shape[0] > 1:
+        slope = (levels[1] - levels[0]) / (velocities[1] - velocities[0])
+    else:
+        slope = EXTRAPOLATION_STEP_DB[0]
+    slope = min(max(slope, EXTRAPOLATION_STEP_DB[0]), EXTRAPOLATION_STEP_DB[1])
+    low = v < velocities[0]
+    curve[low] = levels[0] - slope * (velocities[0] - v[low])
+    curve[0] = curve[1]  # velocity 0 is a note-off; keep the table total
+    return curve.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class ProgramCalibration:
+    """One GM program's real notes.
+
+    Attributes:
+        program: the GM program (0-127).
+        pitches: int ``[P]`` measured pitches, ascending.
+        levels: float ``[P, V]`` level in dB at each pitch and measured velocity.
+        release: seconds to fall by 60 dB after key up (median over the measured notes).
+        attack: seconds from onset to within 3 dB of the peak (median), for reports.
+    """
+
+    program: int
+    pitches: np.ndarray
+    levels: np.ndarray
+    release: float | None
+    attack: float | None
+
+    def levels_at(self, pitch: float) -> np.ndarray:
+        """Levels in dB at each measured velocity for ``pitch`` (linear in pitch between measured
+        pitches; the nearest measured pitch's outside them)."""
+        return np.array([np.interp(pitch, self.pitches, self.levels[:, j]) for j in range(self.levels.shape[1])])
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The calibration file: every measured program, and a generic curve for the others.
+
+    Attributes:
+        velocities: int ``[V]``, the measured velocities.
+        programs: by GM program.
+        generic: float ``[V]``, the median level of all measured notes per velocity; the
+            target of programs the file does not have.
+        source: how the file was made (one line).
+    """
+
+    velocities: np.ndarray
+    programs: dict[int, ProgramCalibration]
+    generic: np.ndarray
+    source: str = ""
+
+    @classmethod
+    def from_json(cls, data: Mapping, where: str = "calibration") -> Calibration:
+        """Parse the file's JSON document (raises :class:`MarsError` naming what is wrong)."""
+        try:
+            velocities = np.asarray(data["velocities"], np.int64)
+            programs = {}
+            for name, entry in data["programs"].items():
+                levels = np.asarray(entry["levels"], np.float64)
+                pitches = np.asarray(entry["pitches"], np.int64)
+                if levels.shape != (pitches.shape[0], velocities.shape[0]) or pitches.shape[0] == 0:
+                    raise ValueError(f"program {name}: levels shape {levels.shape} does not match its pitches and velocities")
+                programs[int(name)] = ProgramCalibration(int(name), pitches, levels, entry.get("release"), entry.get("attack"))
+            generic = np.asarray(data["generic"], np.float64)
+            if generic.shape != velocities.shape:
+                raise ValueError("generic levels do not match the velocities")
+            return cls(velocities, programs, generic, str(data.get("source", "")))
+        except (KeyError, TypeError, ValueError) as err:
+            raise MarsError(f"{where} is not a valid playback calibration ({err}); reinstall mars-synth") from None
+
+    def to_json(self) -> dict:
+        """The JSON document :meth:`from_json` reads (levels rounded to 0.01 dB)."""
+        return {
+            "source": self.source,
+            "velocities": [int(v) for v in self.velocities],
+            "generic": [round(float(x), 2) for x in self.generic],
+            "programs": {
+                str(p): {"pitches": [int(x) for x in c.pitches],
+                         "levels": [[round(float(x), 2) for x in row] for row in c.levels],
+                         "release": None if c.release is None else round(float(c.release), 3),
+                         "attack": None if c.attack is None else round(float(c.attack), 4)}
+                for p, c in sorted(self.programs.items())
+            },
+        }  # fmt: skip
+
+    def target_curve(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray:
+        """The real level (dB) of ``instrument`` at ``pitch`` for every velocity 0..127.
+
+        A morph's curve is the weighted mean in dB of its programs'; programs the file lacks
+        count with the generic curve.
+        """
+        total = sum(instrument.values())
+        levels = np.zeros(self.velocities.shape[0])
+        for program, weight in instrument.items():
+            known = self.programs.get(int(program))
+            levels += (weight / total) * (known.levels_at(pitch) if known is not None else self.generic)
+        return velocity_curve(self.velocities, levels)
+
+    def covers(self, instrument: Mapping[int, float]) -> bool:
+        """Whether every program of ``instrument`` is measured."""
+        return all(int(p) in self.programs for p in instrument)
+
+    def release(self, instrument: Mapping[int, float]) -> float | None:
+        """The measured release of ``instrument`` (a morph's: the weighted geometric mean), or
+        ``None`` if one of its programs has none."""
+        total = sum(instrument.values())
+        log_sum = 0.0
+        for program, weight in instrument.items():
+            known = self.programs.get(int(program))
+            if known is None or known.release is None:
+                return None
+            log_sum += (weight / total) * math.log(known.release)
+        return math.exp(log_sum)
+
+
+def load_calibration(path: Path | str | None = None) -> Calibration:
+    """Read a calibration file (default: the shipped one, read once)."""
+    if path is None:
+        return _shipped()
+    return _read(Path(path))
+
+
+@lru_cache(maxsize=1)
+def _shipped() -> Calibration:
+    return _read(CALIBRATION_FILE)
+
+
+def _read(path: Path) -> Calibration:
+    try:
+        data = json.loads(path.read_text())
+    except OSError as err:
+        raise MarsError(f"cannot read the playback calibration {path}: {err.strerror or err}; reinstall mars-synth") from None
+    except ValueError as err:
+        raise MarsError(f"{path} is not valid JSON ({err}); reinstall mars-synth") from None
+    return Calibration.from_json(data, str(path))

@@ -1,0 +1,152 @@
+"""The playback calibration and its measures: loudness, attack and release of a note; the velocity
+curve; a note played at the real instrument's level; old cache files prepared again."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from engine.calibration import Calibration, load_calibration, velocity_curve
+from engine.note_cache import NoteCache
+from engine.preset import Preset
+from engine.synth import Synth, prepare_note
+from engine.synth.loudness import attack_seconds, level_db, release_seconds
+from engine.synth.sample import NoteSample, StaleNoteFile
+from mars_model.errors import MarsError
+
+RATE = 16000
+
+
+def _tone(seconds: float = 4.0, amplitude: float = 0.5, freq: float = 1000.0, rate: int = RATE) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (amplitude * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+
+
+def test_level_is_k_weighted_power_in_db_at_any_rate():
+    # A full-scale 1 kHz sine reads about -2.6 dB (-3 dB of a sine, +0.4 dB of K-weighting at 1 kHz).
+    for rate in (16000, 48000):
+        assert level_db(_tone(1.0, 1.0, rate=rate), rate) == pytest.approx(-2.6, abs=0.15)
+    # Amplitude / 10 is -20 dB; the shelf lifts 4 kHz by about 3.5 dB more than 1 kHz.
+    assert level_db(_tone(1.0, 0.1), RATE) - level_db(_tone(1.0, 1.0), RATE) == pytest.approx(-20.0, abs=0.01)
+    assert level_db(_tone(1.0, 1.0, 4000.0), RATE) - level_db(_tone(1.0, 1.0), RATE) == pytest.approx(3.5, abs=0.5)
+    # 30 Hz is cut by the high-pass; silence is the floor, not -inf.
+    assert level_db(_tone(1.0, 1.0, 30.0), RATE) < level_db(_tone(1.0, 1.0), RATE) - 3.0
+    assert level_db(np.zeros(RATE, np.float32), RATE) == -100.0
+
+
+def test_attack_and_release_of_a_shaped_tone():
+    t = np.arange(4 * RATE) / RATE
+    envelope = np.minimum(t / 0.1, 1.0)  # linear 100 ms ramp: -3 dB at about 71 ms
+    envelope[t >= 3.0] = 10 ** (-60 / 20 * (t[t >= 3.0] - 3.0) / 0.5)  # -60 dB in 0.5 s after key up
+    tone = _tone() * envelope
+    assert attack_seconds(tone, RATE) == pytest.approx(0.071, abs=0.006)
+    assert release_seconds(tone, RATE, 3.0) == pytest.approx(0.5, rel=0.05)
+    assert release_seconds(_tone(), RATE, 3.0) is None  # no decay after key up
+    assert release_seconds(np.zeros(4 * RATE), RATE, 3.0) is None
+
+
+def test_velocity_curve_is_monotone_smooth_and_extrapolates_gently():
+    curve = velocity_curve(np.array([25, 50, 75, 100, 127]), np.array([-50.0, -38.0, -31.0, -26.0, -22.0]))
+    assert curve.shape == (128,) and curve[127] == pytest.approx(-22.0) and curve[50] == pytest.approx(-38.0)
+    steps = np.diff(curve[1:])
+    assert steps.min() > 0 and steps.max() <= 0.9 + 1e-6
+    assert curve[1] == pytest.approx(-50.0 - 24 * 12 / 25, abs=1e-4)  # the 25-50 slope, carried on down
+    # A measured dip is flattened, never played backwards; a steep low segment is bounded below 25.
+    dip = velocity_curve(np.array([25, 50, 75]), np.array([-40.0, -30.0, -31.0]))
+    assert np.diff(dip).min() >= 0 and np.diff(dip[:25]).max() <= 0.9 + 1e-6
+
+
+def _calibration() -> Calibration:
+    data = {"source": "test", "velocities": [25, 127], "generic": [-40.0, -20.0],
+            "programs": {"0": {"pitches": [60, 62], "levels": [[-30.0, -10.0], [-34.0, -14.0]], "release": 0.5, "attack": 0.01},
+                         "48": {"pitches": [60], "levels": [[-50.0, -30.0]], "release": 2.0, "attack": 0.2}}}  # fmt: skip
+    return Calibration.from_json(data)
+
+
+def test_target_curves_interpolate_pitch_and_mix_a_morph():
+    calibration = _calibration()
+    assert calibration.target_curve({0: 1.0}, 61)[127] == pytest.approx(-12.0)
+    assert calibration.target_curve({0: 1.0}, 70)[25] == pytest.approx(-34.0)  # nearest measured pitch outside
+    assert calibration.target_curve({0: 0.5, 48: 0.5}, 60)[127] == pytest.approx(-20.0)
+    assert calibration.target_curve({99: 1.0}, 60)[127] == pytest.approx(-20.0)  # unmeasured: the generic curve
+    assert calibration.release({0: 0.5, 48: 0.5}) == pytest.approx(1.0)  # geometric mean
+    assert calibration.release({99: 1.0}) is None and not calibration.covers({0: 1.0, 99: 1.0})
+    assert Calibration.from_json(json.loads(json.dumps(calibration.to_json()))).to_json() == calibration.to_json()
+    with pytest.raises(MarsError, match="not a valid playback calibration"):
+        Calibration.from_json({"velocities": [25], "generic": [1.0], "programs": {"0": {"pitches": [60], "levels": [[1, 2]]}}})
+
+
+def test_the_shipped_calibration_covers_every_program_the_presets_and_model_play():
+    calibration = load_calibration()
+    for program in (0, 4, 11, 12, 16, 19, 24, 27, 32, 33, 38, 40, 42, 48, 52, 53, 56, 60, 65, 71, 73, 75, 80, 81):
+        known = calibration.programs[program]
+        assert known.release is not None and 0.005 < known.release < 10.0
+        assert np.all(np.diff(known.levels, axis=1) > 0), f"program {program}: level not rising with velocity"
+
+
+def test_a_note_plays_at_the_real_level_whatever_its_generated_level():
+    calibration = _calibration()
+    target = calibration.target_curve({0: 1.0}, 60)
+    quiet, loud = (prepare_note(_tone(amplitude=a), RATE, 48000, 60, target) for a in (0.05, 0.5))
+    assert loud.level_db - quiet.level_db == pytest.approx(20.0, abs=0.01)
+    for velocity in (1, 40, 90, 127):
+        played = [20 * math.log10(n.velocity_gain(velocity)) + n.level_db for n in (quiet, loud)]
+        assert played == pytest.approx([float(target[velocity])] * 2, abs=1e-3)
+    # Sensitivity scales the distance below velocity 127; 0 plays every velocity as 127.
+    assert loud.velocity_gain(25, 0.0) == pytest.approx(loud.velocity_gain(127))
+    assert 20 * math.log10(loud.velocity_gain(25, 2.0) / loud.velocity_gain(127)) == pytest.approx(-40.0, abs=0.01)
+    # A near-silent generated note is not blown up into noise.
+    silent = prepare_note(np.full(4 * RATE, 1e-7, np.float32), RATE, 48000, 60, target)
+    assert silent.velocity_gain(127) == pytest.approx(10 ** (24 / 20))
+    # Uncalibrated: General MIDI's 40 dB curve on the note as generated.
+    assert prepare_note(_tone(), RATE, 48000, 60).velocity_gain(64) == pytest.approx((64 / 127) ** 2)
+
+
+def test_prepared_notes_keep_their_level_on_disk_and_old_files_are_prepared_again(tmp_path):
+    note = prepare_note(_tone(), RATE, 48000, 60)
+    note.save(tmp_path / "n.note")
+    again = NoteSample.load(tmp_path / "n.note")
+    assert again.level_db == note.level_db and np.array_equal(again.data, note.data)
+    # A file of the previous format: header magic 'MARS1', seven words.
+    old = np.array([0x4D41525331, note.loop_start, note.crossfade, 48000, 60, note.data.shape[0],
+                    note.loop.shape[0]], np.int64).tobytes() + note.data.tobytes() + note.loop.tobytes()  # fmt: skip
+    (tmp_path / "old.note").write_bytes(old)
+    with pytest.raises(StaleNoteFile):
+        NoteSample.load(tmp_path / "old.note")
+
+
+class _ToneSource:
+    """A NoteSource whose notes are 1 kHz tones, loud or quiet by velocity layer."""
+
+    sample_rate, pitch_range, model_id = RATE, (21, 108), "tones"
+
+    def generate(self, requests):
+        return np.stack([_tone(amplitude=0.02 * r.velocity / 25) for r in requests])
+
+
+def test_the_cache_prepares_old_files_again_silently_and_calibrates_them(tmp_path):
+    preset = Preset(name="p", instrument=0)
+    first = NoteCache(48000, _ToneSource(), "tones", cache_dir=tmp_path, progress=False, calibration=_calibration())
+    key = first.key(preset, 60, 100)
+    note = first.get(key)
+    prepared = next(tmp_path.rglob("*.48000.note"))
+    data = prepared.read_bytes()
+    # Rewrite it in the old format: the level word gone, magic MARS1.
+    header = np.frombuffer(data[:64], np.int64).copy()
+    header[0] = 0x4D41525331
+    prepared.write_bytes(header[:7].tobytes() + data[64:])
+    second = NoteCache(48000, _ToneSource(), "tones", cache_dir=tmp_path, progress=False, calibration=_calibration())
+    again = second.get(second.key(preset, 60, 100))
+    assert second.stats.generated == 0 and not second.warnings
+    assert again.level_db == pytest.approx(note.level_db) and again.target_db is not None
+    # Through the synth at velocity 127 the note sounds at the calibration's level (program 0 at
+    # pitch 60: -10 dB), times the channel's default volume (CC7 100: (100/127)^2).
+    synth = Synth(48000, polyphony=2, block_size=4096, gain=1.0)
+    synth.note_on(0, 60, 127, again, preset.patch, again.velocity_gain(127))
+    out = np.zeros((2, 48000), np.float32)
+    for start in range(0, 48000, 4096):
+        synth.render(out[:, start : start + 4096], min(4096, 48000 - start))
+    assert level_db(out[0], 48000) == pytest.approx(-10.0 + 40 * math.log10(100 / 127), abs=0.05)
