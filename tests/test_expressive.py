@@ -7,9 +7,6 @@ through the engine alone and measured at the output with the calibration's own m
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,7 +17,6 @@ from engine.render import play_note
 from engine.synth.loudness import attack_seconds, level_db, release_seconds
 
 RATE = 48000
-FLUIDR3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
 #: The presets the velocity and evenness checks play: a piano, a bowed section, a wind.
 SWEEP_PRESETS = ("grand_piano", "strings", "flute")
 #: Two octaves of each (inside the instrument's range in the note set).
@@ -59,16 +55,14 @@ def test_a_velocity_sweep_rises_smoothly(cache, name):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SWEEP_PRESETS)
-def test_neighbouring_notes_differ_as_the_real_instruments_do(cache, name):
-    if not FLUIDR3.is_file() or shutil.which("fluidsynth") is None:
-        pytest.skip("needs fluidsynth and fluid-soundfont-gm (installed by .ci/run)")
+def test_neighbouring_notes_differ_as_the_real_instruments_do(cache, name, fluidr3_soundfont):
     from mars_model.data.build import SAMPLE_RATE, render_notes
 
     preset = find_preset(name)
     pitches = list(SCALES[name])
     _fill(cache, preset, pitches, [SCALE_VELOCITY])
     ours = np.array([level_db(_play(cache, preset, p, SCALE_VELOCITY, 1.0, 1.0), RATE) for p in pitches])
-    real_waves = render_notes(FLUIDR3, int(preset.instrument), [(p, SCALE_VELOCITY) for p in pitches])
+    real_waves = render_notes(fluidr3_soundfont, int(preset.instrument), [(p, SCALE_VELOCITY) for p in pitches])
     real = np.array([level_db(w, SAMPLE_RATE) for w in real_waves])
     mismatch = np.abs(np.diff(ours) - np.diff(real))
     assert np.median(mismatch) <= 1.5, f"{name}: median {np.median(mismatch):.2f} dB, worst {mismatch.max():.2f} dB"
