@@ -11,6 +11,9 @@ then plays the note at ``target[velocity] - note level`` dB, so
 - loudness follows the real instrument's velocity curve continuously, with no jump where
   a crescendo crosses from one generated velocity layer to the next;
 - neighbouring notes differ in level as much as the real instrument's do, not more;
+- the note's loudness envelope over the held part follows the real instrument's (the
+  generated note is reshaped by a smooth gain curve, :func:`envelope_gain`): no slow swell
+  where the real instrument speaks at once, no level wobble the real one does not have;
 - presets without an explicit ``release`` use the instrument's measured release.
 
 The file is made by ``python -m tools.calibrate_playback`` from FluidR3_GM renders made
@@ -20,6 +23,7 @@ held-out pitches are interpolated from their neighbours.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections.abc import Mapping
@@ -39,6 +43,11 @@ VELOCITIES = 128
 EXTRAPOLATION_STEP_DB = (0.15, 0.9)
 #: Release used when neither the preset nor the calibration gives one (seconds).
 DEFAULT_RELEASE = 0.3
+#: Envelope frames (seconds) and how many cover the held part (3 s).
+ENVELOPE_FRAME_SECONDS = 0.05
+ENVELOPE_FRAMES = 60
+#: The envelope correction never raises or cuts a frame by more than this (dB).
+ENVELOPE_LIMIT_DB = 12.0
 
 
 def velocity_curve(velocities: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -79,6 +88,9 @@ class ProgramCalibration:
         levels: float ``[P, V]`` level in dB at each pitch and measured velocity.
         release: seconds to fall by 60 dB after key up (median over the measured notes).
         attack: seconds from onset to within 3 dB of the peak (median), for reports.
+        envelope_pitches: int ``[E]`` pitches whose envelope was measured (velocity 100).
+        envelopes: float ``[E, ENVELOPE_FRAMES]``, mean power of each 50 ms frame of the held
+            part in dB relative to the note's level.
     """
 
     program: int
@@ -86,11 +98,20 @@ class ProgramCalibration:
     levels: np.ndarray
     release: float | None
     attack: float | None
+    envelope_pitches: np.ndarray | None = None
+    envelopes: np.ndarray | None = None
 
     def levels_at(self, pitch: float) -> np.ndarray:
         """Levels in dB at each measured velocity for ``pitch`` (linear in pitch between measured
         pitches; the nearest measured pitch's outside them)."""
         return np.array([np.interp(pitch, self.pitches, self.levels[:, j]) for j in range(self.levels.shape[1])])
+
+    def envelope_at(self, pitch: float) -> np.ndarray | None:
+        """The held part's envelope (dB re level, ``[ENVELOPE_FRAMES]``) at ``pitch``: linear in dB
+        between measured pitches, the nearest one's outside them; ``None`` if none was measured."""
+        if self.envelopes is None or self.envelope_pitches is None or self.envelope_pitches.shape[0] == 0:
+            return None
+        return np.array([np.interp(pitch, self.envelope_pitches, self.envelopes[:, j]) for j in range(self.envelopes.shape[1])])
 
 
 @dataclass(frozen=True)
@@ -103,15 +124,18 @@ class Calibration:
         generic: float ``[V]``, the median level of all measured notes per velocity; the
             target of programs the file does not have.
         source: how the file was made (one line).
+        fingerprint: a short hash of the file (prepared notes on disk are named by it, so a new
+            calibration prepares them again).
     """
 
     velocities: np.ndarray
     programs: dict[int, ProgramCalibration]
     generic: np.ndarray
     source: str = ""
+    fingerprint: str = "none"
 
     @classmethod
-    def from_json(cls, data: Mapping, where: str = "calibration") -> Calibration:
+    def from_json(cls, data: Mapping, where: str = "calibration", fingerprint: str = "none") -> Calibration:
         """Parse the file's JSON document (raises :class:`MarsError` naming what is wrong)."""
         try:
             velocities = np.asarray(data["velocities"], np.int64)
@@ -121,11 +145,19 @@ class Calibration:
                 pitches = np.asarray(entry["pitches"], np.int64)
                 if levels.shape != (pitches.shape[0], velocities.shape[0]) or pitches.shape[0] == 0:
                     raise ValueError(f"program {name}: levels shape {levels.shape} does not match its pitches and velocities")
-                programs[int(name)] = ProgramCalibration(int(name), pitches, levels, entry.get("release"), entry.get("attack"))
+                envelope = entry.get("envelope")
+                env_pitches = env = None
+                if envelope is not None:
+                    env_pitches = np.asarray(envelope["pitches"], np.int64)
+                    env = np.asarray(envelope["db"], np.float64)
+                    if env.shape != (env_pitches.shape[0], ENVELOPE_FRAMES):
+                        raise ValueError(f"program {name}: envelope shape {env.shape}")
+                programs[int(name)] = ProgramCalibration(int(name), pitches, levels, entry.get("release"),
+                                                         entry.get("attack"), env_pitches, env)  # fmt: skip
             generic = np.asarray(data["generic"], np.float64)
             if generic.shape != velocities.shape:
                 raise ValueError("generic levels do not match the velocities")
-            return cls(velocities, programs, generic, str(data.get("source", "")))
+            return cls(velocities, programs, generic, str(data.get("source", "")), fingerprint)
         except (KeyError, TypeError, ValueError) as err:
             raise MarsError(f"{where} is not a valid playback calibration ({err}); reinstall mars-synth") from None
 
@@ -139,7 +171,10 @@ class Calibration:
                 str(p): {"pitches": [int(x) for x in c.pitches],
                          "levels": [[round(float(x), 2) for x in row] for row in c.levels],
                          "release": None if c.release is None else round(float(c.release), 3),
-                         "attack": None if c.attack is None else round(float(c.attack), 4)}
+                         "attack": None if c.attack is None else round(float(c.attack), 4),
+                         **({} if c.envelopes is None else {"envelope": {
+                             "pitches": [int(x) for x in c.envelope_pitches],
+                             "db": [[round(float(x), 1) for x in row] for row in c.envelopes]}})}
                 for p, c in sorted(self.programs.items())
             },
         }  # fmt: skip
@@ -156,6 +191,19 @@ class Calibration:
             known = self.programs.get(int(program))
             levels += (weight / total) * (known.levels_at(pitch) if known is not None else self.generic)
         return velocity_curve(self.velocities, levels)
+
+    def target_envelope(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray | None:
+        """The real held-part envelope of ``instrument`` at ``pitch`` (a morph's: the weighted
+        mean in dB), or ``None`` when one of its programs has none."""
+        total = sum(instrument.values())
+        mean = np.zeros(ENVELOPE_FRAMES)
+        for program, weight in instrument.items():
+            known = self.programs.get(int(program))
+            envelope = known.envelope_at(pitch) if known is not None else None
+            if envelope is None:
+                return None
+            mean += (weight / total) * envelope
+        return mean
 
     def covers(self, instrument: Mapping[int, float]) -> bool:
         """Whether every program of ``instrument`` is measured."""
@@ -174,6 +222,30 @@ class Calibration:
         return math.exp(log_sum)
 
 
+def envelope_gain(wave: np.ndarray, rate: int, target: np.ndarray) -> np.ndarray:
+    """A smooth gain curve (linear, ``[len(wave)]``) that gives ``wave``'s held part the
+    envelope ``target`` (dB re level per 50 ms frame, as :attr:`ProgramCalibration.envelopes`).
+
+    Both envelopes are taken relative to their own level, so the correction changes the
+    shape, not the loudness; per frame it is the difference in dB, limited to
+    +/-:data:`ENVELOPE_LIMIT_DB`, smoothed over three frames, and interpolated between frame
+    centres. After the held part the last frame's gain holds (the release is the engine's).
+    """
+    from engine.synth.loudness import envelope_db, level_db
+
+    hop = int(round(ENVELOPE_FRAME_SECONDS * rate))
+    frames = min(ENVELOPE_FRAMES, wave.shape[0] // hop)
+    if frames < 2:
+        return np.ones(wave.shape[0], np.float32)
+    ours = envelope_db(wave[: frames * hop], rate, ENVELOPE_FRAME_SECONDS) - level_db(wave, rate)
+    diff = np.clip(np.asarray(target[:frames]) - ours, -ENVELOPE_LIMIT_DB, ENVELOPE_LIMIT_DB)
+    padded = np.concatenate([diff[:1], diff, diff[-1:]])
+    smooth = 0.25 * padded[:-2] + 0.5 * padded[1:-1] + 0.25 * padded[2:]
+    centres = (np.arange(frames) + 0.5) * hop
+    curve_db = np.interp(np.arange(wave.shape[0]), centres, smooth)
+    return (10.0 ** (curve_db / 20.0)).astype(np.float32)
+
+
 def load_calibration(path: Path | str | None = None) -> Calibration:
     """Read a calibration file (default: the shipped one, read once)."""
     if path is None:
@@ -188,9 +260,10 @@ def _shipped() -> Calibration:
 
 def _read(path: Path) -> Calibration:
     try:
-        data = json.loads(path.read_text())
+        text = path.read_text()
+        data = json.loads(text)
     except OSError as err:
         raise MarsError(f"cannot read the playback calibration {path}: {err.strerror or err}; reinstall mars-synth") from None
     except ValueError as err:
         raise MarsError(f"{path} is not valid JSON ({err}); reinstall mars-synth") from None
-    return Calibration.from_json(data, str(path))
+    return Calibration.from_json(data, str(path), hashlib.sha1(text.encode()).hexdigest()[:8])

@@ -5,7 +5,8 @@ On disk, notes live under ``<cache dir>/<model id>/``; a file's name hashes the 
 request (instrument weights, sampling, pitch, velocity, seed), so two presets that ask for
 the same notes share them, and changing a preset's sampling makes new ones. Each note is
 stored twice: as generated (``*.raw.npz``, any output rate can be prepared from it) and
-prepared for one output rate (``*.<rate>.note``, read as is by a warm render).
+prepared for one output rate and playback calibration (``*.<rate>-<calibration>.note``, read
+as is by a warm render).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import Calibration, load_calibration
+from engine.calibration import Calibration, envelope_gain, load_calibration
 from engine.preset import Preset
 from engine.synth.sample import NoteSample, StaleNoteFile, prepare_note
 from mars_model.api import VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
@@ -133,9 +134,9 @@ class NoteCache:
 
     def _prepare(self, key: NoteKey) -> NoteSample:
         wave, rate, root = self._raw.pop(key)
-        note = prepare_note(wave, rate, self.sample_rate, root, self._target(key, root))
+        note = prepare_note(self._shaped(key, wave, rate, root), rate, self.sample_rate, root, self._target(key, root))
         self._notes[key] = note
-        self._save(self._disk_path(key, f"{self.sample_rate}.note"), note.save)
+        self._save(self._disk_path(key, self._prepared_suffix()), note.save)
         return note
 
     def fill(self, keys: Iterable[NoteKey]) -> None:
@@ -167,9 +168,9 @@ class NoteCache:
         """Whether ``key`` would come without generating (in memory, or on disk: prepared or raw)."""
         if key in self._notes or key in self._raw:
             return True
-        prepared = self._disk_path(key, f"{self.sample_rate}.note")
+        prepared = self._disk_path(key, self._prepared_suffix())
         return prepared is not None and (prepared.is_file() or prepared.with_name(
-            prepared.name.replace(f".{self.sample_rate}.note", ".raw.npz")).is_file())  # fmt: skip
+            prepared.name.replace("." + self._prepared_suffix(), ".raw.npz")).is_file())  # fmt: skip
 
     def measured_speed(self) -> float | None:
         """Notes per second of the last generation of 16 or more notes by this model with this
@@ -228,8 +229,25 @@ class NoteCache:
         instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
         return self.calibration.target_curve(instrument, root)
 
+    def _prepared_suffix(self) -> str:
+        """A prepared note's file suffix: its output rate and the calibration it was shaped by."""
+        shaped = f"-{self.calibration.fingerprint}" if self.calibration is not None else ""
+        return f"{self.sample_rate}{shaped}.note"
+
+    def _shaped(self, key: NoteKey, wave: np.ndarray, rate: int, root: int) -> np.ndarray:
+        """The generated note with the real instrument's held-part envelope (see
+        :func:`engine.calibration.envelope_gain`), or as it is when there is none."""
+        if self.calibration is None:
+            return wave
+        instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
+        target = self.calibration.target_envelope(instrument, root)
+        if target is None:
+            return wave
+        wave = np.asarray(wave, np.float32)
+        return wave * envelope_gain(wave, rate, target)
+
     def _load(self, key: NoteKey) -> NoteSample | None:
-        prepared = self._disk_path(key, f"{self.sample_rate}.note")
+        prepared = self._disk_path(key, self._prepared_suffix())
         if prepared is None:
             return None
         try:
@@ -239,12 +257,14 @@ class NoteCache:
                     return dataclasses.replace(note, target_db=self._target(key, note.root_pitch))
                 except StaleNoteFile:
                     pass  # prepared by an older version: prepare it again from the raw note
-            raw = prepared.with_name(prepared.name.replace(f".{self.sample_rate}.note", ".raw.npz"))
+            raw = prepared.with_name(prepared.name.replace("." + self._prepared_suffix(), ".raw.npz"))
             if raw.is_file():
                 with np.load(raw) as arrays:
                     wave, meta = arrays["wave"], arrays["meta"]
                 root = int(meta[1])
-                note = prepare_note(wave, int(meta[0]), self.sample_rate, root, self._target(key, root))
+                rate = int(meta[0])
+                note = prepare_note(self._shaped(key, wave, rate, root), rate, self.sample_rate, root,
+                                    self._target(key, root))  # fmt: skip
                 self._save(prepared, note.save)
                 return note
         except (OSError, ValueError, KeyError) as err:

@@ -9,11 +9,12 @@ import math
 import numpy as np
 import pytest
 
-from engine.calibration import Calibration, load_calibration, velocity_curve
+from engine.calibration import (ENVELOPE_FRAME_SECONDS, ENVELOPE_FRAMES, ENVELOPE_LIMIT_DB, Calibration,
+                                envelope_gain, load_calibration, velocity_curve)  # fmt: skip
 from engine.note_cache import NoteCache
 from engine.preset import Preset
 from engine.synth import Synth, prepare_note
-from engine.synth.loudness import attack_seconds, level_db, release_seconds
+from engine.synth.loudness import attack_seconds, envelope_db, level_db, release_seconds
 from engine.synth.sample import NoteSample, StaleNoteFile
 from mars_model.errors import MarsError
 
@@ -132,7 +133,7 @@ def test_the_cache_prepares_old_files_again_silently_and_calibrates_them(tmp_pat
     first = NoteCache(48000, _ToneSource(), "tones", cache_dir=tmp_path, progress=False, calibration=_calibration())
     key = first.key(preset, 60, 100)
     note = first.get(key)
-    prepared = next(tmp_path.rglob("*.48000.note"))
+    prepared = next(tmp_path.rglob("*.note"))
     data = prepared.read_bytes()
     # Rewrite it in the old format: the level word gone, magic MARS1.
     header = np.frombuffer(data[:64], np.int64).copy()
@@ -150,3 +151,19 @@ def test_the_cache_prepares_old_files_again_silently_and_calibrates_them(tmp_pat
     for start in range(0, 48000, 4096):
         synth.render(out[:, start : start + 4096], min(4096, 48000 - start))
     assert level_db(out[0], 48000) == pytest.approx(-10.0 + 40 * math.log10(100 / 127), abs=0.05)
+
+
+def test_envelope_gain_reshapes_a_slow_swell_into_the_real_envelope():
+    t = np.arange(4 * RATE) / RATE
+    swell = _tone() * np.minimum(t / 0.6, 1.0)  # creeps in over 0.6 s
+    flat = envelope_db(_tone(), RATE, ENVELOPE_FRAME_SECONDS)[:ENVELOPE_FRAMES] - level_db(_tone(), RATE)
+    shaped = swell * envelope_gain(swell, RATE, flat)
+    ours = envelope_db(shaped, RATE, ENVELOPE_FRAME_SECONDS)[:ENVELOPE_FRAMES]
+    # From 0.15 s on (where the swell is within the correction's limit) the shape is the target's.
+    error = ours[3:] - flat[3:]
+    assert np.abs(error - np.median(error)).max() < 1.5
+    assert attack_seconds(shaped, RATE) < 0.5 * attack_seconds(swell, RATE)
+    # Never more than the limit, and a note already shaped like the target is left as it is.
+    gain_db = 20 * np.log10(envelope_gain(swell, RATE, flat))
+    assert gain_db.max() <= ENVELOPE_LIMIT_DB + 1e-3 and gain_db.min() >= -ENVELOPE_LIMIT_DB - 1e-3
+    assert np.allclose(envelope_gain(_tone(), RATE, flat), 1.0, atol=1e-3)

@@ -3,7 +3,9 @@
 The note source renders NSynth-style notes from the SoundFont exactly as the training set is
 built (``mars_model.data.build.render_notes``). The engine then plays the demo piano piece -
 tempo, pedal, velocities, note lengths all its own - and its loudness envelope must follow
-FluidSynth's rendering of the same file (reverb and chorus off) frame by frame.
+FluidSynth's rendering of the same file (reverb and chorus off) frame by frame. The SoundFont is
+FluidR3_GM, the one the playback calibration was measured on, so the calibration (levels,
+velocity curve, envelopes, releases) must reproduce FluidSynth's own playing of its notes.
 """
 
 from __future__ import annotations
@@ -46,14 +48,14 @@ def envelope_db(x: np.ndarray, hop: int) -> np.ndarray:
 
 
 @pytest.mark.integration
-def test_piano_with_pedal_follows_fluidsynth(timgm_soundfont, tmp_path):
+def test_piano_with_pedal_follows_fluidsynth(fluidr3_soundfont, tmp_path):
     rate = 22050
     midi = EXAMPLES / "piano_pedal.mid"
     ours, report = render_to_array(midi, RenderSettings(sample_rate=rate, progress=False, tail="eot",
-                                                         preset="grand_piano"), SoundFontNotes(timgm_soundfont))  # fmt: skip
+                                                         preset="grand_piano"), SoundFontNotes(fluidr3_soundfont))  # fmt: skip
     reference = tmp_path / "fluidsynth.wav"
     subprocess.run([shutil.which("fluidsynth"), "-ni", "-q", "-R", "0", "-C", "0", "-r", str(rate), "-F",
-                    str(reference), str(timgm_soundfont), str(midi)], check=True, capture_output=True)  # fmt: skip
+                    str(reference), str(fluidr3_soundfont), str(midi)], check=True, capture_output=True)  # fmt: skip
     theirs, _ = soundfile.read(reference, dtype="float32")
     n = min(ours.shape[1], theirs.shape[0])
     hop = rate // 20  # 50 ms frames

@@ -9,7 +9,8 @@ through the FluidSynth CLI, 3 s held and 1 s of release, at 16 kHz, the note set
 and velocities), and only the pitches of the **train** split are measured; held-out pitches
 are interpolated from their neighbours when the engine reads the file. For each note:
 level (K-weighted power of the first second, :func:`engine.synth.loudness.level_db`),
-attack (to -3 dB of the peak) and release (to -60 dB after key up). A program's release and
+attack (to -3 dB of the peak) and release (to -60 dB after key up); at velocity 100, every
+third pitch, the held part's envelope (50 ms frames, dB re the level). A program's release and
 attack are the medians over its notes at velocity 75 and above (quiet notes reach the
 noise floor too early for a good fit). Silent notes (peak under -60 dBFS, as the note set
 drops them) are left out.
@@ -27,8 +28,15 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.calibration import CALIBRATION_FILE, Calibration, ProgramCalibration, load_calibration
-from engine.synth.loudness import attack_seconds, level_db, release_seconds
+from engine.calibration import (
+    CALIBRATION_FILE,
+    ENVELOPE_FRAME_SECONDS,
+    ENVELOPE_FRAMES,
+    Calibration,
+    ProgramCalibration,  # fmt: skip
+    load_calibration,
+)
+from engine.synth.loudness import attack_seconds, envelope_db, level_db, release_seconds
 from mars_model.data.build import (
     DEFAULT_VELOCITIES,
     HOLD_SECONDS,
@@ -49,13 +57,19 @@ from mars_model.errors import MarsError
 ENVELOPE_MIN_VELOCITY = 75
 #: Key-up time of the extra notes that measure the release of programs silent at 3 s.
 SHORT_HOLD_SECONDS = 0.3
+#: The held part's envelope is kept for notes of this velocity, every few measured pitches.
+ENVELOPE_VELOCITY = 100
+ENVELOPE_PITCH_STEP = 3
+
+Measures = tuple[float, float, "float | None", "np.ndarray | None"]
 
 
 def measure_program(soundfont: Path, program: int, notes: list[tuple[int, int]],
-                    hold: float = HOLD_SECONDS) -> dict[tuple[int, int], tuple[float, float, float | None]]:  # fmt: skip
-    """Render and measure notes of one program: ``(pitch, velocity) -> (level, attack, release)``,
-    the key held ``hold`` seconds."""
-    out: dict[tuple[int, int], tuple[float, float, float | None]] = {}
+                    hold: float = HOLD_SECONDS) -> dict[tuple[int, int], Measures]:  # fmt: skip
+    """Render and measure notes of one program, the key held ``hold`` seconds:
+    ``(pitch, velocity) -> (level, attack, release, envelope)``, the envelope (dB re level,
+    50 ms frames of the held part) for velocity :data:`ENVELOPE_VELOCITY` only."""
+    out: dict[tuple[int, int], Measures] = {}
     silence = 10 ** (SILENCE_PEAK_DBFS / 20)
     for first in range(0, len(notes), NOTES_PER_PROCESS):
         chunk = notes[first : first + NOTES_PER_PROCESS]
@@ -63,12 +77,15 @@ def measure_program(soundfont: Path, program: int, notes: list[tuple[int, int]],
         for note, wave in zip(chunk, waves, strict=True):
             if float(np.abs(wave).max()) < silence:
                 continue
-            out[note] = (level_db(wave, SAMPLE_RATE), attack_seconds(wave, SAMPLE_RATE),
-                         release_seconds(wave, SAMPLE_RATE, hold))  # fmt: skip
+            level = level_db(wave, SAMPLE_RATE)
+            envelope = None
+            if note[1] == ENVELOPE_VELOCITY:
+                envelope = envelope_db(wave, SAMPLE_RATE, ENVELOPE_FRAME_SECONDS)[:ENVELOPE_FRAMES] - level
+            out[note] = (level, attack_seconds(wave, SAMPLE_RATE), release_seconds(wave, SAMPLE_RATE, hold), envelope)
     return out
 
 
-def _median_release(results: dict[tuple[int, int], tuple[float, float, float | None]]) -> float | None:
+def _median_release(results: dict[tuple[int, int], Measures]) -> float | None:
     releases = [r[2] for (_, v), r in results.items() if v >= ENVELOPE_MIN_VELOCITY and r[2] is not None]
     return statistics.median(releases) if releases else None
 
@@ -108,7 +125,11 @@ def calibrate(programs: tuple[int, ...], soundfont: Path, workers: int, progress
             levels = np.array([[result[(p, v)][0] for v in velocities] for p in pitches])
             loud = [r for (p, v), r in result.items() if v >= ENVELOPE_MIN_VELOCITY]
             attack = statistics.median(r[1] for r in loud) if loud else None
-            measured[program] = ProgramCalibration(program, np.asarray(pitches), levels, release, attack)
+            shaped = sorted(p for (p, v), r in result.items() if v == ENVELOPE_VELOCITY and r[3] is not None
+                            and r[3].shape[0] == ENVELOPE_FRAMES)[::ENVELOPE_PITCH_STEP]  # fmt: skip
+            envelopes = np.array([result[(p, ENVELOPE_VELOCITY)][3] for p in shaped]) if shaped else None
+            measured[program] = ProgramCalibration(program, np.asarray(pitches), levels, release, attack,
+                                                   np.asarray(shaped) if shaped else None, envelopes)  # fmt: skip
     bar.close()
     if not measured:
         raise MarsError("no program gave a measurable note")

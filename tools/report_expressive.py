@@ -141,7 +141,7 @@ def velocity_curves() -> dict[str, dict[str, np.ndarray]]:
             "ours_level": np.array([level_db(w, RATE) for w in ours]),
             "real_level": np.array([level_db(w, SAMPLE_RATE) for w in real]),
             # Centroids below 8 kHz for both (the model's band).
-            "ours_centroid": np.array([_centroid(_lowpass_8k(w), RATE) for w in ours]),
+            "ours_centroid": np.array([_centroid(_lowpass_8k(w), 16000) for w in ours]),
             "real_centroid": np.array([_centroid(w, SAMPLE_RATE) for w in real]),
         }
     return curves
