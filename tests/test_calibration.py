@@ -9,8 +9,15 @@ import math
 import numpy as np
 import pytest
 
-from engine.calibration import (ENVELOPE_FRAME_SECONDS, ENVELOPE_FRAMES, ENVELOPE_LIMIT_DB, Calibration,
-                                envelope_gain, load_calibration, velocity_curve)  # fmt: skip
+from engine.calibration import (
+    ENVELOPE_FRAME_SECONDS,
+    ENVELOPE_FRAMES,
+    ENVELOPE_LIMIT_DB,
+    Calibration,
+    envelope_gain,  # fmt: skip
+    load_calibration,
+    velocity_curve,
+)
 from engine.note_cache import NoteCache
 from engine.preset import Preset
 from engine.synth import Synth, prepare_note
