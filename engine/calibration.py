@@ -14,6 +14,9 @@ then plays the note at ``target[velocity] - note level`` dB, so
 - the note's loudness envelope over the held part follows the real instrument's (the
   generated note is reshaped by a smooth gain curve, :func:`envelope_gain`): no slow swell
   where the real instrument speaks at once, no level wobble the real one does not have;
+- its brightness (spectral centroid) is the real note's at that pitch and velocity (a gentle
+  static tilt, :func:`engine.synth.loudness.tilt_to_centroid`), so the five generated
+  velocity layers do not jump about in timbre where the real instrument does not;
 - presets without an explicit ``release`` use the instrument's measured release.
 
 The file is made by ``python -m tools.calibrate_playback`` from FluidR3_GM renders made
@@ -91,6 +94,8 @@ class ProgramCalibration:
         envelope_pitches: int ``[E]`` pitches whose envelope was measured (velocity 100).
         envelopes: float ``[E, ENVELOPE_FRAMES]``, mean power of each 50 ms frame of the held
             part in dB relative to the note's level.
+        centroids: float ``[E, V]``, spectral centroid (Hz, below 8 kHz, first second) at the
+            envelope pitches and each measured velocity.
     """
 
     program: int
@@ -100,6 +105,7 @@ class ProgramCalibration:
     attack: float | None
     envelope_pitches: np.ndarray | None = None
     envelopes: np.ndarray | None = None
+    centroids: np.ndarray | None = None
 
     def levels_at(self, pitch: float) -> np.ndarray:
         """Levels in dB at each measured velocity for ``pitch`` (linear in pitch between measured
@@ -112,6 +118,13 @@ class ProgramCalibration:
         if self.envelopes is None or self.envelope_pitches is None or self.envelope_pitches.shape[0] == 0:
             return None
         return np.array([np.interp(pitch, self.envelope_pitches, self.envelopes[:, j]) for j in range(self.envelopes.shape[1])])
+
+    def centroid_at(self, pitch: float, velocity_index: int) -> float | None:
+        """The real centroid (Hz) at ``pitch`` (geometric interpolation between measured pitches)
+        and the measured velocity ``velocity_index``; ``None`` if none was measured."""
+        if self.centroids is None or self.envelope_pitches is None or self.envelope_pitches.shape[0] == 0:
+            return None
+        return float(np.exp(np.interp(pitch, self.envelope_pitches, np.log(np.maximum(self.centroids[:, velocity_index], 1.0)))))
 
 
 @dataclass(frozen=True)
@@ -146,14 +159,18 @@ class Calibration:
                 if levels.shape != (pitches.shape[0], velocities.shape[0]) or pitches.shape[0] == 0:
                     raise ValueError(f"program {name}: levels shape {levels.shape} does not match its pitches and velocities")
                 envelope = entry.get("envelope")
-                env_pitches = env = None
+                env_pitches = env = centroids = None
                 if envelope is not None:
                     env_pitches = np.asarray(envelope["pitches"], np.int64)
                     env = np.asarray(envelope["db"], np.float64)
                     if env.shape != (env_pitches.shape[0], ENVELOPE_FRAMES):
                         raise ValueError(f"program {name}: envelope shape {env.shape}")
+                    if "centroid_hz" in envelope:
+                        centroids = np.asarray(envelope["centroid_hz"], np.float64)
+                        if centroids.shape != (env_pitches.shape[0], velocities.shape[0]):
+                            raise ValueError(f"program {name}: centroid shape {centroids.shape}")
                 programs[int(name)] = ProgramCalibration(int(name), pitches, levels, entry.get("release"),
-                                                         entry.get("attack"), env_pitches, env)  # fmt: skip
+                                                         entry.get("attack"), env_pitches, env, centroids)  # fmt: skip
             generic = np.asarray(data["generic"], np.float64)
             if generic.shape != velocities.shape:
                 raise ValueError("generic levels do not match the velocities")
@@ -172,9 +189,7 @@ class Calibration:
                          "levels": [[round(float(x), 2) for x in row] for row in c.levels],
                          "release": None if c.release is None else round(float(c.release), 3),
                          "attack": None if c.attack is None else round(float(c.attack), 4),
-                         **({} if c.envelopes is None else {"envelope": {
-                             "pitches": [int(x) for x in c.envelope_pitches],
-                             "db": [[round(float(x), 1) for x in row] for row in c.envelopes]}})}
+                         **({} if c.envelopes is None else {"envelope": _envelope_json(c)})}
                 for p, c in sorted(self.programs.items())
             },
         }  # fmt: skip
@@ -205,6 +220,21 @@ class Calibration:
             mean += (weight / total) * envelope
         return mean
 
+    def target_centroid(self, instrument: Mapping[int, float], pitch: float, velocity: int) -> float | None:
+        """The real brightness (Hz) of ``instrument`` at ``pitch`` and the measured velocity
+        nearest ``velocity`` (a morph's: the weighted geometric mean), or ``None`` when one of
+        its programs has none."""
+        index = int(np.argmin(np.abs(self.velocities - velocity)))
+        total = sum(instrument.values())
+        log_sum = 0.0
+        for program, weight in instrument.items():
+            known = self.programs.get(int(program))
+            centroid = known.centroid_at(pitch, index) if known is not None else None
+            if centroid is None:
+                return None
+            log_sum += (weight / total) * math.log(centroid)
+        return math.exp(log_sum)
+
     def covers(self, instrument: Mapping[int, float]) -> bool:
         """Whether every program of ``instrument`` is measured."""
         return all(int(p) in self.programs for p in instrument)
@@ -220,6 +250,14 @@ class Calibration:
                 return None
             log_sum += (weight / total) * math.log(known.release)
         return math.exp(log_sum)
+
+
+def _envelope_json(c: ProgramCalibration) -> dict:
+    out = {"pitches": [int(x) for x in c.envelope_pitches],
+           "db": [[round(float(x), 1) for x in row] for row in c.envelopes]}  # fmt: skip
+    if c.centroids is not None:
+        out["centroid_hz"] = [[round(float(x)) for x in row] for row in c.centroids]
+    return out
 
 
 def envelope_gain(wave: np.ndarray, rate: int, target: np.ndarray) -> np.ndarray:

@@ -26,6 +26,7 @@ import numpy as np
 
 from engine.calibration import Calibration, envelope_gain, load_calibration
 from engine.preset import Preset
+from engine.synth.loudness import tilt_to_centroid
 from engine.synth.sample import NoteSample, StaleNoteFile, prepare_note
 from mars_model.api import VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
 from mars_model.errors import MarsError
@@ -235,16 +236,19 @@ class NoteCache:
         return f"{self.sample_rate}{shaped}.note"
 
     def _shaped(self, key: NoteKey, wave: np.ndarray, rate: int, root: int) -> np.ndarray:
-        """The generated note with the real instrument's held-part envelope (see
-        :func:`engine.calibration.envelope_gain`), or as it is when there is none."""
+        """The generated note with the real instrument's brightness and held-part envelope (see
+        :mod:`engine.calibration`); as it is where the calibration has neither."""
         if self.calibration is None:
             return wave
         instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
-        target = self.calibration.target_envelope(instrument, root)
-        if target is None:
-            return wave
         wave = np.asarray(wave, np.float32)
-        return wave * envelope_gain(wave, rate, target)
+        centroid = self.calibration.target_centroid(instrument, root, key.velocity)
+        if centroid is not None:
+            wave = tilt_to_centroid(wave, rate, centroid)
+        target = self.calibration.target_envelope(instrument, root)
+        if target is not None:
+            wave = wave * envelope_gain(wave, rate, target)
+        return wave
 
     def _load(self, key: NoteKey) -> NoteSample | None:
         prepared = self._disk_path(key, self._prepared_suffix())

@@ -21,7 +21,14 @@ from engine.calibration import (
 from engine.note_cache import NoteCache
 from engine.preset import Preset
 from engine.synth import Synth, prepare_note
-from engine.synth.loudness import attack_seconds, envelope_db, level_db, release_seconds
+from engine.synth.loudness import (
+    attack_seconds,
+    centroid_hz,
+    envelope_db,
+    level_db,
+    release_seconds,
+    tilt_to_centroid,  # fmt: skip
+)
 from engine.synth.sample import NoteSample, StaleNoteFile
 from mars_model.errors import MarsError
 
@@ -174,3 +181,17 @@ def test_envelope_gain_reshapes_a_slow_swell_into_the_real_envelope():
     gain_db = 20 * np.log10(envelope_gain(swell, RATE, flat))
     assert gain_db.max() <= ENVELOPE_LIMIT_DB + 1e-3 and gain_db.min() >= -ENVELOPE_LIMIT_DB - 1e-3
     assert np.allclose(envelope_gain(_tone(), RATE, flat), 1.0, atol=1e-3)
+
+
+def test_tilt_moves_the_centroid_to_the_target_within_its_limit():
+    t = np.arange(4 * RATE) / RATE
+    harmonic = sum(np.sin(2 * np.pi * 220 * k * t) / k for k in range(1, 30)).astype(np.float32)
+    before = centroid_hz(harmonic, RATE)
+    for target in (0.6 * before, 1.5 * before):
+        tilted = tilt_to_centroid(harmonic, RATE, target)
+        assert centroid_hz(tilted, RATE) == pytest.approx(target, rel=1e-3)
+        # A static EQ: the partials stay where they were, the envelope keeps its shape.
+        assert np.corrcoef(np.abs(np.fft.rfft(tilted))[::50], np.abs(np.fft.rfft(harmonic))[::50])[0, 1] > 0.5
+    # Out of reach: the tilt stops at 6 dB per octave, never flips the spectrum over.
+    assert centroid_hz(tilt_to_centroid(harmonic, RATE, 7000.0), RATE) < 7000.0
+    assert np.array_equal(tilt_to_centroid(np.zeros(RATE, np.float32), RATE, 500.0), np.zeros(RATE, np.float32))

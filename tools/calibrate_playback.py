@@ -9,8 +9,9 @@ through the FluidSynth CLI, 3 s held and 1 s of release, at 16 kHz, the note set
 and velocities), and only the pitches of the **train** split are measured; held-out pitches
 are interpolated from their neighbours when the engine reads the file. For each note:
 level (K-weighted power of the first second, :func:`engine.synth.loudness.level_db`),
-attack (to -3 dB of the peak) and release (to -60 dB after key up); at velocity 100, every
-third pitch, the held part's envelope (50 ms frames, dB re the level). A program's release and
+attack (to -3 dB of the peak) and release (to -60 dB after key up); every third pitch, the
+held part's envelope at velocity 100 (50 ms frames, dB re the level) and the brightness
+(spectral centroid below 8 kHz of the first second) at every velocity. A program's release and
 attack are the medians over its notes at velocity 75 and above (quiet notes reach the
 noise floor too early for a good fit). Silent notes (peak under -60 dBFS, as the note set
 drops them) are left out.
@@ -36,7 +37,13 @@ from engine.calibration import (
     ProgramCalibration,  # fmt: skip
     load_calibration,
 )
-from engine.synth.loudness import attack_seconds, envelope_db, level_db, release_seconds
+from engine.synth.loudness import (
+    attack_seconds,
+    centroid_hz,
+    envelope_db,
+    level_db,
+    release_seconds,
+)
 from mars_model.data.build import (
     DEFAULT_VELOCITIES,
     HOLD_SECONDS,
@@ -61,14 +68,14 @@ SHORT_HOLD_SECONDS = 0.3
 ENVELOPE_VELOCITY = 100
 ENVELOPE_PITCH_STEP = 3
 
-Measures = tuple[float, float, "float | None", "np.ndarray | None"]
+Measures = tuple[float, float, "float | None", "np.ndarray | None", float]
 
 
 def measure_program(soundfont: Path, program: int, notes: list[tuple[int, int]],
                     hold: float = HOLD_SECONDS) -> dict[tuple[int, int], Measures]:  # fmt: skip
     """Render and measure notes of one program, the key held ``hold`` seconds:
-    ``(pitch, velocity) -> (level, attack, release, envelope)``, the envelope (dB re level,
-    50 ms frames of the held part) for velocity :data:`ENVELOPE_VELOCITY` only."""
+    ``(pitch, velocity) -> (level, attack, release, envelope, centroid)``, the envelope (dB re
+    level, 50 ms frames of the held part) for velocity :data:`ENVELOPE_VELOCITY` only."""
     out: dict[tuple[int, int], Measures] = {}
     silence = 10 ** (SILENCE_PEAK_DBFS / 20)
     for first in range(0, len(notes), NOTES_PER_PROCESS):
@@ -81,7 +88,8 @@ def measure_program(soundfont: Path, program: int, notes: list[tuple[int, int]],
             envelope = None
             if note[1] == ENVELOPE_VELOCITY:
                 envelope = envelope_db(wave, SAMPLE_RATE, ENVELOPE_FRAME_SECONDS)[:ENVELOPE_FRAMES] - level
-            out[note] = (level, attack_seconds(wave, SAMPLE_RATE), release_seconds(wave, SAMPLE_RATE, hold), envelope)
+            out[note] = (level, attack_seconds(wave, SAMPLE_RATE), release_seconds(wave, SAMPLE_RATE, hold), envelope,
+                         centroid_hz(wave, SAMPLE_RATE))  # fmt: skip
     return out
 
 
@@ -125,11 +133,12 @@ def calibrate(programs: tuple[int, ...], soundfont: Path, workers: int, progress
             levels = np.array([[result[(p, v)][0] for v in velocities] for p in pitches])
             loud = [r for (p, v), r in result.items() if v >= ENVELOPE_MIN_VELOCITY]
             attack = statistics.median(r[1] for r in loud) if loud else None
-            shaped = sorted(p for (p, v), r in result.items() if v == ENVELOPE_VELOCITY and r[3] is not None
-                            and r[3].shape[0] == ENVELOPE_FRAMES)[::ENVELOPE_PITCH_STEP]  # fmt: skip
+            shaped = [p for p in pitches if result[(p, ENVELOPE_VELOCITY)][3] is not None
+                      and result[(p, ENVELOPE_VELOCITY)][3].shape[0] == ENVELOPE_FRAMES][::ENVELOPE_PITCH_STEP]  # fmt: skip
             envelopes = np.array([result[(p, ENVELOPE_VELOCITY)][3] for p in shaped]) if shaped else None
+            centroids = np.array([[result[(p, v)][4] for v in velocities] for p in shaped]) if shaped else None
             measured[program] = ProgramCalibration(program, np.asarray(pitches), levels, release, attack,
-                                                   np.asarray(shaped) if shaped else None, envelopes)  # fmt: skip
+                                                   np.asarray(shaped) if shaped else None, envelopes, centroids)  # fmt: skip
     bar.close()
     if not measured:
         raise MarsError("no program gave a measurable note")

@@ -137,3 +137,64 @@ def release_seconds(wave: np.ndarray, rate: int, key_up: float) -> float | None:
         return None
     # Time to the first fitted point, then on at the fitted slope to -60 dB.
     return first * ENVELOPE_FRAME_SECONDS + (60.0 - _FIT_TOP_DB) / -slope
+
+
+#: Brightness is measured below this frequency (the band every note set and model share).
+CENTROID_MAX_HZ = 8000.0
+
+
+def centroid_hz(wave: np.ndarray, rate: int, seconds: float = LEVEL_SECONDS) -> float:
+    """Spectral centroid (Hz) of the first ``seconds`` below :data:`CENTROID_MAX_HZ`: the brightness."""
+    freqs, power = _power_spectrum(wave, rate, seconds)
+    return _centroid(freqs, power)
+
+
+def _power_spectrum(wave: np.ndarray, rate: int, seconds: float) -> tuple[np.ndarray, np.ndarray]:
+    x = np.asarray(wave, np.float64)[: max(2, int(round(seconds * rate)))]
+    power = np.abs(np.fft.rfft(x)) ** 2
+    freqs = np.fft.rfftfreq(x.shape[0], 1.0 / rate)
+    keep = freqs <= CENTROID_MAX_HZ
+    return freqs[keep], power[keep]
+
+
+def _centroid(freqs: np.ndarray, power: np.ndarray) -> float:
+    total = float(power.sum())
+    return float((freqs * power).sum() / total) if total > 0 else 0.0
+
+
+#: The brightness correction tilts the spectrum by at most this many dB per octave.
+TILT_LIMIT_DB_PER_OCTAVE = 6.0
+
+
+def tilt_to_centroid(wave: np.ndarray, rate: int, target_hz: float) -> np.ndarray:
+    """``wave`` with its spectrum tilted (a straight line in dB over log frequency, pivoting at
+    1 kHz) so that its centroid is ``target_hz``, within +/-:data:`TILT_LIMIT_DB_PER_OCTAVE`.
+
+    The tilt is applied to the whole note at once (one FFT), so it is a static EQ: the note's
+    envelope and partials keep their shape, only the balance of low and high changes.
+    """
+    x = np.asarray(wave, np.float64)
+    freqs, power = _power_spectrum(x, rate, LEVEL_SECONDS)
+    if power.sum() <= 0 or target_hz <= 0:
+        return np.asarray(wave, np.float32)
+    octaves = np.log2(np.maximum(freqs, freqs[1] if freqs.shape[0] > 1 else 1.0) / 1000.0)
+    limit = TILT_LIMIT_DB_PER_OCTAVE / 10 * np.log2(10)  # as a power exponent per octave: 10^(dB/10) = 2^slope
+
+    def centroid(slope: float) -> float:
+        return _centroid(freqs, power * np.exp2(slope * octaves))
+
+    low, high = -limit, limit
+    if centroid(high) <= target_hz:
+        slope = high
+    elif centroid(low) >= target_hz:
+        slope = low
+    else:
+        for _ in range(40):  # the centroid rises monotonically with the slope: bisect
+            mid = 0.5 * (low + high)
+            low, high = (mid, high) if centroid(mid) < target_hz else (low, mid)
+        slope = 0.5 * (low + high)
+    spectrum = np.fft.rfft(x)
+    all_freqs = np.fft.rfftfreq(x.shape[0], 1.0 / rate)
+    all_octaves = np.log2(np.maximum(all_freqs, all_freqs[1]) / 1000.0)
+    spectrum *= np.exp2(0.5 * slope * all_octaves)  # amplitude: half the power exponent
+    return np.fft.irfft(spectrum, x.shape[0]).astype(np.float32)
