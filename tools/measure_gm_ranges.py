@@ -15,10 +15,12 @@ so a zone with a short release is cut), and which keys sound different from the 
 back to (a variation such as Standard 1: its base kit; a base kit such as Room: Standard),
 comparing the first second of the renders sample by sample.
 
-Writes a JSON report and prints the YAML lines for ``mars_model/data/gm_families.yaml``::
+Writes a JSON report (about 35 min on two busy cores for FluidR3_GM); ``--print-yaml`` turns
+one into the lines of ``mars_model/data/gm_families.yaml``::
 
     nice -n 19 python tools/measure_gm_ranges.py --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 \\
         --out tools/measurements/gm_ranges_fluidr3.json --workers 2
+    python tools/measure_gm_ranges.py --print-yaml tools/measurements/gm_ranges_fluidr3.json
 """
 
 from __future__ import annotations
@@ -165,14 +167,65 @@ def fallback_kit(kit: int, kits: list[int]) -> int | None:
     return None if kit == 0 or 0 not in kits else 0
 
 
+def key_list(keys: list[int]) -> str:
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in runs(keys))
+
+
+def print_yaml(report: dict) -> None:
+    """The measured ranges and kit keys as the lines of ``gm_families.yaml`` use them.
+
+    A melodic program's range is its measured range cut to the 88 keys A0..C8 (below A0 the
+    fundamental falls within two bins of the 16 kHz front end; above C8 fewer than two
+    harmonics fit under 8 kHz). Family and source are not measured: they come from the map.
+    """
+    from mars_model.data.gm_map import FamilyMap
+
+    family_map = FamilyMap.load()
+    index = SoundFontIndex.load(report["soundfont"])
+    print("# programs: measured range -> range in A0..C8; the map's range where it differs")
+    for p, r in sorted(report["programs"].items(), key=lambda kv: int(kv[0])):
+        p = int(p)
+        lo, hi = r["measured"]
+        cut = (max(lo, KEYBOARD[0]), min(hi, KEYBOARD[1]))
+        info = family_map.programs.get(p)
+        mapped = info.pitch_range if info else None
+        sounding = {k for a, b in r["sounding"] for k in range(a, b + 1)}
+        note = ""
+        if mapped and mapped != cut:
+            silent = [k for k in range(mapped[0], mapped[1] + 1) if k not in sounding]
+            off = [k for k in range(mapped[0], mapped[1] + 1)
+                   if r["cents"].get(str(k), 0) is None or abs(r["cents"].get(str(k)) or 0) > 50]  # fmt: skip
+            note = f"  map {list(mapped)}: silent {key_list(silent) or '-'}, pitch off {key_list(off) or '-'}"
+        kind = "pitched" if r["pitched"] else "unpitched"
+        print(f"#   {p:3d} {index.name(0, p)[:20]:20s} {kind:9s} measured {lo}-{hi} -> "
+              f"[{cut[0]}, {cut[1]}]{note}")  # fmt: skip
+    print("kits:")
+    for k, r in sorted(report["kits"].items(), key=lambda kv: int(kv[0])):
+        k = int(k)
+        fallback = r.get("fallback")
+        own = r.get("differs_from_fallback", r["sounding"])
+        tail = f", fallback: {fallback}, own: \"{key_list(own)}\"" if fallback is not None else ""
+        print(f"  - {{program: {k}, name: {index.name(PERCUSSION_BANK, k)}, "
+              f"keys: \"{key_list(r['sounding'])}\"{tail}}}")  # fmt: skip
+        longest_ring = sorted(r["ring_s"].items(), key=lambda kv: -kv[1])[:3]
+        print(f"    # rings longest (s, key held, above -60 dBFS): {longest_ring}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--soundfont", type=Path, default=Path("/usr/share/sounds/sf2/FluidR3_GM.sf2"))
-    parser.add_argument("--out", type=Path, required=True, help="JSON report")
+    parser.add_argument("--out", type=Path, help="JSON report to write")
+    parser.add_argument("--print-yaml", type=Path, metavar="JSON",
+                        help="print a report's ranges and kit keys as family-map lines; measure nothing")
     parser.add_argument("--programs", default="0-127", help="melodic programs, e.g. 0-127, 88,95 or none")
     parser.add_argument("--kits", default="all", help="kit programs, 'all' or 'none'")
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.print_yaml:
+        print_yaml(json.loads(args.print_yaml.read_text()))
+        return 0
+    if args.out is None:
+        parser.error("--out is required to measure")
 
     from mars_model.data.build import parse_int_list
 

@@ -2,9 +2,10 @@
 
 Melodic programs (bank 0) follow NSynth's protocol: each note is 4 s at 16 kHz mono 16-bit,
 the key held 3 s and released for 1 s. Drum kits (bank 128, played on the GM percussion
-channel) are one-shots: the key stays down for the whole 4 s, so each drum rings out as its
-sample decays, unshortened by FluidSynth's release envelope (a drum pattern's note-off may
-come at any time; the engine decides what it does). Notes are rendered by the FluidSynth
+channel) are one-shots struck at the same times: each drum rings out as its sample decays,
+and only a looped sound (applause) notices the key going up at 3 s. A kit renders only its
+own keys; the keys where it sounds exactly like its fallback kit are that kit's notes
+(``gm_families.yaml``). Notes are rendered by the FluidSynth
 command-line program, one process per chunk of notes of one program or kit, at 48 kHz (so
 FluidSynth's own sample interpolation stays well above the band we keep) and resampled to
 16 kHz with soxr. Each note gets a 5 s slot in the MIDI file and an all-sound-off at 4 s,
@@ -203,10 +204,13 @@ class NoteProtocol:
 
 
 MELODIC = NoteProtocol(hold_s=HOLD_SECONDS, note_s=NOTE_SECONDS, slot_s=SLOT_SECONDS)
-# Percussion: the key stays down for the whole note, so a drum rings out as its sample decays
-# rather than as FluidSynth's release envelope cuts it (tools/measure_gm_ranges.py measures
-# both); the all-sound-off at 4 s ends what still rings.
-ONE_SHOT = NoteProtocol(hold_s=NOTE_SECONDS, note_s=NOTE_SECONDS, slot_s=SLOT_SECONDS)
+# Percussion: struck once and left to ring. The key goes up at 3 s as for melodic notes: on
+# FluidR3_GM that changes nothing audible but the end of a looped sound (the Orchestra kit's
+# applause, which then fades with its release instead of being cut off at 4 s), because every
+# drum that still rings at 3 s is 28 dB or more under its peak by then (measured by
+# tools/measure_gm_ranges.py and in docs/model-card.md). Kept as its own constant so the two
+# protocols can part.
+ONE_SHOT = NoteProtocol(hold_s=HOLD_SECONDS, note_s=NOTE_SECONDS, slot_s=SLOT_SECONDS)
 
 
 def _note_midi(program: int, notes: Sequence[tuple[int, int]], path: Path, bank: int = 0,
@@ -343,7 +347,8 @@ def plan_notes(plan: BuildPlan, family_map: FamilyMap) -> list[tuple[Instrument,
                 f"(0 Standard, 8 Room, 16 Power, 24 Electronic, 25 TR-808, 32 Jazz, 40 Brush, "
                 f"48 Orchestra and their variations)"
             )
-        notes = [(k, v) for k in kit_info.keys if lo_cut <= k <= hi_cut for v in plan.velocities]
+        notes = [(k, v) for k in kit_info.own_keys if lo_cut <= k <= hi_cut
+                 for v in plan.velocities]  # fmt: skip
         if notes:
             work.append((kit_info, notes))
     if not work:

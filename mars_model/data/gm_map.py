@@ -48,8 +48,9 @@ class KitInfo:
     Attributes:
         program: the kit's program number (0 Standard, 25 TR-808 ...).
         name: the kit's name (``Standard``).
-        keys: drum keys rendered for this kit: every key it maps, or for a kit with a
-            ``fallback`` only the keys that sound different from the fallback kit.
+        keys: every key the kit sounds on.
+        own_keys: the keys rendered for this kit: all of ``keys`` without a ``fallback``, else
+            those where it sounds different from the fallback kit.
         fallback: the kit whose notes stand in for this kit's other keys (``None``: none).
     """
 
@@ -60,8 +61,19 @@ class KitInfo:
     source: str
     source_index: int
     keys: tuple[int, ...]
+    own_keys: tuple[int, ...]
     fallback: int | None = None
     bank: int = PERCUSSION_BANK
+
+    def source_of(self, key: int, kits: dict[int, KitInfo]) -> KitInfo | None:
+        """The kit whose note plays ``key`` on this kit (itself, or a fallback down the chain);
+        None where the kit has no sound on that key."""
+        if key not in self.keys:
+            return None
+        kit: KitInfo | None = self
+        while kit is not None and key not in kit.own_keys:
+            kit = kits.get(kit.fallback) if kit.fallback is not None else None
+        return kit
 
     @property
     def instrument(self) -> int:
@@ -158,6 +170,11 @@ class FamilyMap:
         for entry in raw.get("kits") or ():
             if family not in families or entry["source"] not in sources:
                 raise MarsError(f"{where}: unknown family/source in kit {entry}")
+            keys = _int_list(str(entry["keys"]), where)
+            own = _int_list(str(entry["own"]), where) if "own" in entry else keys
+            if not set(own) <= set(keys) or ("own" in entry) != ("fallback" in entry):
+                raise MarsError(f"{where}: kit {entry['program']}: 'own' keys need a fallback "
+                                f"and must be among its keys")  # fmt: skip
             kits[int(entry["program"])] = KitInfo(
                 program=int(entry["program"]),
                 name=str(entry["name"]),
@@ -165,9 +182,13 @@ class FamilyMap:
                 family_index=families.index(family),
                 source=entry["source"],
                 source_index=sources.index(entry["source"]),
-                keys=_int_list(str(entry["keys"]), where),
+                keys=keys,
+                own_keys=own,
                 fallback=entry.get("fallback"),
             )
+        for kit in kits.values():
+            if kit.fallback is not None and kit.fallback not in kits:
+                raise MarsError(f"{where}: kit {kit.program} falls back to unknown kit {kit.fallback}")
         return cls(families, sources, programs, kits, len(nsynth))
 
     def nsynth_programs(self) -> tuple[int, ...]:
