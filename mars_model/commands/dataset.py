@@ -16,8 +16,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         description=(
             "Render General MIDI programs and drum kits with FluidSynth as NSynth-style notes: "
             "4 s at 16 kHz mono, five velocities. Melodic programs are held 3 s and released "
-            "for 1 s, over each program's measured pitch range; kit notes are one-shots (the "
-            "key stays down, the drum rings out, cut at 4 s) on every key the kit maps. Splits "
+            "for 1 s, over each program's measured pitch range; kit notes are one-shots struck "
+            "with the same timing and left to ring, on every key the kit sounds on (a key that "
+            "sounds as in the kit's fallback kit is rendered once, under that kit). Splits "
             "hold out whole (instrument, pitch) conditions, and for kits single (kit, key, "
             "velocity) conditions at inner velocities. Writes DIR/{train,valid,test}/"
             "examples.json and DIR/<split>/audio/<note_str>.wav. Without --programs it builds "
@@ -76,7 +77,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--test-percent",
         type=float,
         default=10.0,
-        help="share of (instrument, pitch) conditions held out for test (default 10)",
+        help="share of (instrument, pitch) conditions held out for test, and of kit notes at "
+        "inner velocities (default 10)",
     )
     build.add_argument(
         "--valid-percent",

@@ -496,6 +496,13 @@ def build_dataset(
         "soundfont": str(plan.soundfont),
         "programs": list(plan.programs),
         "kits": list(plan.kits),
+        # How a player finds each key of a kit: its own note, or the fallback kit's.
+        "kit_map": {
+            str(kit): {"name": info.name, "keys": list(info.keys), "own_keys": list(info.own_keys),
+                       "fallback": info.fallback}
+            for kit in plan.kits
+            for info in [family_map.kits[kit]]
+        },
         "melodic_protocol": asdict(MELODIC),
         "one_shot_protocol": asdict(ONE_SHOT),
         "pitch_range": list(plan.pitch_range) if plan.pitch_range else None,
