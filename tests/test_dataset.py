@@ -237,6 +237,21 @@ def test_soundfont_preset_table(tmp_path):
     assert index.has(128, 25) and not index.has(0, 25)
 
 
+def test_fluidr3_cuts_off_the_hi_hats_our_labels_group():
+    """The SoundFont's own exclusive classes agree with the labels: FluidR3's Standard kit gives
+    the three hi-hats one class, which no other key of theirs shares."""
+    fluidr3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+    if not fluidr3.is_file():
+        pytest.skip("needs fluid-soundfont-gm")
+    zones = SoundFontIndex.load(fluidr3).zones(128, 0)
+    classes = {z.keys[0]: z.exclusive_class for z in zones if z.keys[0] == z.keys[1]}
+    drums = DrumKeyMap.load()
+    hats = {k for k in (42, 44, 46) if drums.exclusive_class(0, k) == "hi-hat"}
+    assert hats == {42, 44, 46}
+    assert len({classes[k] for k in hats}) == 1 and classes[42] != 0
+    assert {k for k, c in classes.items() if c == classes[42]} == hats
+
+
 def test_program_or_kit_missing_in_the_soundfont(tmp_path, timgm_soundfont):
     sf2 = tiny_soundfont(tmp_path / "tiny.sf2", [(0, 0, "Piano"), (128, 0, "Standard")])
     proc = cli("dataset", "build", "-o", str(tmp_path / "x"), "--soundfont", str(sf2),

@@ -15,7 +15,7 @@ so a zone with a short release is cut), and which keys sound different from the 
 back to (a variation such as Standard 1: its base kit; a base kit such as Room: Standard),
 comparing the first second of the renders sample by sample.
 
-Writes a JSON report (about 35 min on two busy cores for FluidR3_GM); ``--print-yaml`` turns
+Writes a JSON report (25 min on two busy cores for FluidR3_GM); ``--print-yaml`` turns
 one into the lines of ``mars_model/data/gm_families.yaml``::
 
     nice -n 19 python tools/measure_gm_ranges.py --soundfont /usr/share/sounds/sf2/FluidR3_GM.sf2 \\
