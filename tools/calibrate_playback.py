@@ -47,11 +47,14 @@ from engine.synth.loudness import (
 from mars_model.data.build import (
     DEFAULT_VELOCITIES,
     HOLD_SECONDS,
+    NOTE_SECONDS,
     NOTES_PER_PROCESS,
     SAMPLE_RATE,
     SILENCE_PEAK_DBFS,
+    SLOT_SECONDS,
     BuildPlan,
     FamilyMap,
+    NoteProtocol,
     default_soundfont,
     parse_int_list,  # fmt: skip
     plan_notes,
@@ -80,7 +83,8 @@ def measure_program(soundfont: Path, program: int, notes: list[tuple[int, int]],
     silence = 10 ** (SILENCE_PEAK_DBFS / 20)
     for first in range(0, len(notes), NOTES_PER_PROCESS):
         chunk = notes[first : first + NOTES_PER_PROCESS]
-        waves = render_notes(soundfont, program, chunk, hold_seconds=hold)
+        protocol = NoteProtocol(hold_s=hold, note_s=NOTE_SECONDS, slot_s=SLOT_SECONDS)
+        waves = render_notes(soundfont, program, chunk, protocol=protocol)
         for note, wave in zip(chunk, waves, strict=True):
             if float(np.abs(wave).max()) < silence:
                 continue

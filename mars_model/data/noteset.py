@@ -2,7 +2,10 @@
 
 Layout: ``ROOT/<split>/examples.json`` maps ``note_str`` to its fields (``pitch``,
 ``velocity``, ``instrument``, ``instrument_family`` ...) and the audio lives in
-``ROOT/<split>/audio/<note_str>.wav`` (16 kHz mono).
+``ROOT/<split>/audio/<note_str>.wav`` (16 kHz mono). Sets built since drum kits were added
+also carry ``bank`` (0 melodic, 128 kits), ``program`` and, on kit notes, ``drum_kit_str``,
+``drum_key_str`` and ``drum_exclusive_class``; older sets and real NSynth read as bank 0 with
+``program`` = ``instrument``.
 
 Spectrograms are computed once and kept in ``ROOT/<split>/.spectrograms/<key>.npy``
 (float16, ``[N, F, T]``, memory-mapped on later reads); ``key`` hashes the spectral
@@ -26,6 +29,9 @@ from mars_model.errors import MarsError
 from mars_model.spectral import SpectralConfig, SpectralFrontEnd
 
 CONDITION_FIELDS = ("instrument", "instrument_family", "pitch", "velocity")
+# Text labels read with a default, for sets built before they existed (and real NSynth).
+TEXT_LABEL_DEFAULTS = {"instrument_family_str": "", "drum_kit_str": "", "drum_key_str": "",
+                       "drum_exclusive_class": None}  # fmt: skip
 
 
 class NoteSet(torch.utils.data.Dataset):
@@ -39,8 +45,19 @@ class NoteSet(torch.utils.data.Dataset):
         split: ``train``, ``valid`` or ``test`` (any folder name works).
         spectral: the front end (default configuration if omitted).
         limit: keep only the first ``limit`` notes (sorted by name), for quick runs.
-        programs: keep only notes of these instruments (the ``instrument`` field, a GM program
-            for our sets).
+        programs: keep only notes of these instruments (the ``instrument`` field: a GM program
+            for melodic notes of our sets, 128 + the kit's program for kit notes).
+        families: keep only notes of these families, by name (``percussion``) or index.
+        banks: keep only notes of these banks (0: melodic programs, 128: drum kits).
+
+    Besides the conditions, ``labels`` holds per note ``bank`` and ``program`` (``[N]`` int
+    arrays) and the lists ``instrument_family_str``, ``drum_kit_str``, ``drum_key_str`` and
+    ``drum_exclusive_class`` (``""`` or None where a note has none).
+
+    Example::
+
+        drums = NoteSet("data/gm", "train", banks=[128])
+        drums.labels["drum_key_str"][:3]   # e.g. ['Acoustic Bass Drum', ...]
     """
 
     def __init__(
@@ -50,6 +67,8 @@ class NoteSet(torch.utils.data.Dataset):
         spectral: SpectralFrontEnd | None = None,
         limit: int | None = None,
         programs: Sequence[int] | None = None,
+        families: Sequence[str | int] | None = None,
+        banks: Sequence[int] | None = None,
     ) -> None:
         self.root = Path(root)
         self.split = split
@@ -73,6 +92,18 @@ class NoteSet(torch.utils.data.Dataset):
             names = [n for n in names if int(examples[n].get("instrument", -1)) in wanted]
             if not names:
                 raise MarsError(f"{index} has no notes of instruments {sorted(wanted)}")
+        if families is not None:
+            wanted_f = {str(f) for f in families}
+            names = [n for n in names
+                     if {str(examples[n].get("instrument_family")),
+                         str(examples[n].get("instrument_family_str"))} & wanted_f]  # fmt: skip
+            if not names:
+                raise MarsError(f"{index} has no notes of families {sorted(wanted_f)}")
+        if banks is not None:
+            wanted_b = {int(b) for b in banks}
+            names = [n for n in names if int(examples[n].get("bank", 0)) in wanted_b]
+            if not names:
+                raise MarsError(f"{index} has no notes of banks {sorted(wanted_b)}")
         self.note_strs = names[:limit]
         try:
             self.conditions = {
@@ -82,6 +113,13 @@ class NoteSet(torch.utils.data.Dataset):
         except (KeyError, TypeError, ValueError) as err:
             raise MarsError(f"{index}: a note lacks a valid field {err}") from None
         self.examples = [examples[n] for n in self.note_strs]
+        self.labels: dict[str, np.ndarray | list] = {
+            "bank": np.array([int(e.get("bank", 0)) for e in self.examples], dtype=np.int64),
+            "program": np.array([int(e.get("program", e["instrument"])) for e in self.examples],
+                                dtype=np.int64),  # fmt: skip
+            **{name: [e.get(name, default) for e in self.examples]
+               for name, default in TEXT_LABEL_DEFAULTS.items()},  # fmt: skip
+        }
         self._specs: np.ndarray | None = None
 
     def __len__(self) -> int:
