@@ -242,12 +242,14 @@ class NoteCache:
             return wave
         instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
         wave = np.asarray(wave, np.float32)
-        centroid = self.calibration.target_centroid(instrument, root, key.velocity)
-        if centroid is not None:
-            wave = tilt_to_centroid(wave, rate, centroid)
+        # The envelope first: reweighting the note's frames moves its average brightness, a
+        # static tilt afterwards moves it back without changing the envelope's shape.
         target = self.calibration.target_envelope(instrument, root)
         if target is not None:
             wave = wave * envelope_gain(wave, rate, target)
+        centroid = self.calibration.target_centroid(instrument, root, key.velocity)
+        if centroid is not None:
+            wave = tilt_to_centroid(wave, rate, centroid)
         return wave
 
     def _load(self, key: NoteKey) -> NoteSample | None:

@@ -66,10 +66,12 @@ def test_brightness_follows_the_real_instrument_over_velocity(cache, name):
     calibration = load_calibration()
     velocities = [int(v) for v in calibration.velocities]
     _fill(cache, preset, [60], velocities)
-    ours = [centroid_hz(soxr.resample(_play(cache, preset, 60, v, 1.0, 1.0), RATE, 16000), 16000) for v in velocities]
-    real = [calibration.target_centroid(weights, 60, v) for v in velocities]
-    assert np.allclose(ours, real, rtol=0.1), (ours, real)
-    assert np.all(np.diff(real) >= -0.01 * np.array(real[1:])) and np.all(np.diff(ours) >= -0.1 * np.array(ours[1:]))
+    ours = np.array([centroid_hz(soxr.resample(_play(cache, preset, 60, v, 1.0, 1.0), RATE, 16000), 16000)
+                     for v in velocities])  # fmt: skip
+    real = np.array([calibration.target_centroid(weights, 60, v) for v in velocities])
+    assert np.allclose(ours, real, rtol=0.05), (ours, real)
+    # The real brightness never falls as velocity rises (FluidR3: flat, or rising), nor does ours by more than 5 %.
+    assert np.all(np.diff(real) >= -0.01 * real[1:]) and np.all(np.diff(ours) >= -0.05 * ours[1:]), (ours, real)
 
 
 @pytest.mark.slow
