@@ -1,0 +1,524 @@
+"""Send effects on the master bus: a stereo reverb (a feedback delay network) and a stereo chorus.
+
+Both are fed by the synth's send buses (CC91 and CC93 of each channel decide how much of the
+channel goes in) and add their wet output to the dry mix before the limiter, as a General
+MIDI module's "system effects" do.
+
+Real-time rules, as for the rest of the render side: :meth:`Reverb.process` and
+:meth:`Chorus.process` allocate no arrays and take no locks. Every buffer is made in
+``__init__`` for the largest block, and a block is a few dozen numpy calls with ``out=``
+arguments. Two numpy habits shape the code: an element-wise ufunc on a 2-D operand that is
+not contiguous, or that broadcasts a column, buffers its operands (NumPy 2 allocates up to
+three 32 KiB buffers per call when the rows are short), and so does ``take`` with a 2-D
+index. So per-line arithmetic is done by matrix products (BLAS reads strided views as they
+are), element-wise work on many rows uses 1-D views of contiguous scratch, and only stereo
+(two-row) arrays are scaled in place.
+
+A recursive filter cannot be run sample by sample in numpy, so the reverb is built so that a
+block never needs its own output: every feedback path is longer than the block (blocks longer
+than the shortest loop are cut into sub-blocks), and the loop filters that make highs die
+sooner are two-tap FIRs read from the delay lines' past, not one-pole IIRs; the taps, the
+feedback matrix, the output taps and the input injection are one matrix, so a sub-block's
+whole network is one matrix product.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from mars_model.errors import MarsError
+
+#: Delay lines in the reverb's feedback network.
+REVERB_LINES = 8
+#: The lines' lengths in milliseconds before rounding to distinct primes (about 1.12x apart).
+LINE_MS = (31.0, 34.9, 39.2, 44.1, 49.6, 55.8, 62.7, 70.6)
+#: Time spread (ms) of each input diffusion stage; each stage delays every channel by a
+#: different amount inside its span and mixes them with an orthogonal matrix.
+DIFFUSER_MS = (5.0, 11.0, 23.0)
+#: Longest reverb sub-block (frames): the network's product stays on one BLAS thread.
+SUB_BLOCK_MAX = 1536
+#: Longest reverb time accepted (seconds); the render's automatic tail waits at most 30 s.
+MAX_REVERB_TIME = 20.0
+#: Input and output below this (about -140 dBFS) count as silence for the effects' idle check.
+QUIET = 1e-7
+#: Wet gain of the reverb at level 1.0, chosen so that a half-second note sent at CC91 = 127
+#: gets about as much reverb energy (-10 dB under the dry note) as FluidSynth's default reverb
+#: gives FluidR3's piano at CC91 = 127 (-11.7 dB, measured, see docs/benchmarks.md).
+REVERB_OUTPUT_GAIN = 0.3
+#: Share of the wet reverb taken from the diffuser (the first 40 ms) rather than the network.
+EARLY_SHARE = 0.5
+
+#: Chorus voices: (input/output side 0 = left 1 = right, centre delay ms, LFO Hz, LFO phase in turns).
+CHORUS_VOICES = ((0, 13.0, 0.31, 0.0), (1, 15.0, 0.37, 0.25), (0, 18.0, 0.43, 0.5), (1, 20.0, 0.29, 0.75))
+#: Peak swing of each chorus voice's delay (ms): about 10 cents of pitch wobble at these rates.
+CHORUS_DEPTH_MS = 2.5
+
+
+@dataclass(frozen=True)
+class EffectsSettings:
+    """The master effects, as ``render`` and ``play`` are told them.
+
+    Args:
+        reverb_level: wet reverb gain (linear; 1.0 is the calibrated default, 0 turns the reverb off).
+        reverb_time: RT60 in seconds at low frequencies (the time a sound takes to fall by 60 dB).
+        reverb_damping: 0..1, how much faster highs die than lows (0: evenly; 1: the highest
+            frequencies ten times as fast, 8 kHz about 1.7 times as fast).
+        reverb_width: 0..1, stereo width of the wet reverb (0: mono; 1: left and right uncorrelated).
+        chorus_level: wet chorus gain (linear; 1.0: the chorus is as loud as what is sent to it;
+            0 turns the chorus off).
+    """
+
+    reverb_level: float = 1.0
+    reverb_time: float = 1.8
+    reverb_damping: float = 0.5
+    reverb_width: float = 1.0
+    chorus_level: float = 1.0
+
+    def check(self) -> None:
+        """Validate (one MarsError naming the setting and what is allowed)."""
+        if not 0 <= self.reverb_level <= 4:
+            raise MarsError(f"reverb level must be 0..4 (linear, 0 = off), got {self.reverb_level}")
+        if not 0.1 <= self.reverb_time <= MAX_REVERB_TIME:
+            raise MarsError(f"reverb time must be 0.1..{MAX_REVERB_TIME:g} seconds, got {self.reverb_time}")
+        if not 0 <= self.reverb_damping <= 1:
+            raise MarsError(f"reverb damping must be 0..1, got {self.reverb_damping}")
+        if not 0 <= self.reverb_width <= 1:
+            raise MarsError(f"reverb width must be 0..1, got {self.reverb_width}")
+        if not 0 <= self.chorus_level <= 4:
+            raise MarsError(f"chorus level must be 0..4 (linear, 0 = off), got {self.chorus_level}")
+
+
+#: Both effects off: the synth mixes exactly as it would with no effects at all.
+DRY = EffectsSettings(reverb_level=0.0, chorus_level=0.0)
+
+
+class _DelayRows:
+    """Rows of delayed signal written side by side at one head and read through fixed taps.
+
+    Every block, :meth:`write` stores ``[rows, m]`` frames at the head (one copy) and
+    :meth:`gather` reads every tap ``(row, delay)`` - that row, ``delay`` frames before the
+    frame being read - into a contiguous ``[taps, m]`` block with one ``take`` through an
+    index built once per block length. The buffer is linear, not circular: when the head
+    reaches the end of a row, the last ``reach`` frames are moved back to its start (every
+    ten thousand frames or so), so no read or write ever wraps.
+
+    Args:
+        rows: signals written each block.
+        taps: ``(row, delay)`` pairs, delays in frames (>= 0).
+        block: the largest ``m``.
+        reach: frames of history to keep (default: the longest tap).
+    """
+
+    def __init__(self, rows: int, taps: list[tuple[int, int]], block: int, reach: int = 0) -> None:
+        self.taps = [(int(r), int(d)) for r, d in taps]
+        self.reach = max([reach] + [d for _, d in self.taps])
+        self.block = int(block)
+        self.pitch = self.reach + self.block + max(4 * self.reach, 8192)
+        self.rows = np.zeros((rows, self.pitch), np.float32)
+        self.flat = self.rows.reshape(-1)
+        self.head = self.reach
+        self._index = np.zeros(max(1, len(self.taps)) * self.block, np.intp)
+        self._index_frames = 0  # the block length the index is laid out for
+        self._ramp = np.arange(self.block, dtype=np.intp)
+
+    def write(self, block: np.ndarray) -> None:
+        """Store ``block[:, :m]`` at the head (``m`` = ``block.shape[1]``); call :meth:`advance` after reading."""
+        m = block.shape[1]
+        if self.head + m > self.pitch:
+            start = self.head - self.reach  # >= reach: source and destination never overlap
+            for row in self.rows:  # row by row: numpy cannot prove 2-D views disjoint and would copy
+                row[: self.reach] = row[start : self.head]
+            self.head = self.reach
+        np.copyto(self.rows[:, self.head : self.head + m], block)
+
+    def gather(self, m: int, out: np.ndarray) -> None:
+        """Read every tap for the ``m`` frames from the head on into ``out[: taps * m]`` (1-D, contiguous)."""
+        if m != self._index_frames:
+            self._lay_out_index(m)
+        view = self.flat[self.head - self.reach :]
+        view.take(self._index[: len(self.taps) * m], out=out[: len(self.taps) * m], mode="clip")
+
+    def advance(self, m: int) -> None:
+        self.head += m
+
+    def clear(self) -> None:
+        self.rows.fill(0.0)
+        self.head = self.reach
+
+    def _lay_out_index(self, m: int) -> None:
+        # Tap t reads row r at head - d + j, j < m: in the flat view that starts reach frames
+        # before the head, r * pitch + reach - d + j.
+        index = self._index
+        for t, (row, delay) in enumerate(self.taps):
+            np.add(self._ramp[:m], row * self.pitch + self.reach - delay, out=index[t * m : (t + 1) * m])
+        self._index_frames = m
+
+
+def _hadamard(n: int) -> np.ndarray:
+    matrix = np.ones((1, 1))
+    while matrix.shape[0] < n:
+        matrix = np.block([[matrix, matrix], [matrix, -matrix]])
+    return matrix
+
+
+def _distinct_primes(lengths: list[float]) -> list[int]:
+    """The nearest unused prime at or above each length (primes are mutually prime)."""
+    taken: set[int] = set()
+    out = []
+    for length in lengths:
+        candidate = max(2, int(round(length)))
+        while candidate in taken or any(candidate % p == 0 for p in range(2, math.isqrt(candidate) + 1)):
+            candidate += 1
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+class Reverb:
+    """A stereo hall reverb: a three-stage input diffuser feeding an 8-line feedback delay network.
+
+    * **Diffuser.** The stereo input is spread over 8 channels; each of three stages delays
+      every channel by its own time inside a 5, 11 and 23 ms span and mixes the channels with
+      a signed, shuffled Hadamard matrix. One input click leaves as 512 echoes within 40 ms,
+      so the onset is dense, not a flutter.
+    * **Network.** 8 delay lines of 31-71 ms (distinct primes, so their echoes rarely coincide)
+      fed back through a Hadamard matrix (orthogonal: it moves energy between lines and loses
+      none). Each line's two-tap FIR sets its loop gain so every line decays by 60 dB in
+      ``time`` seconds at low frequencies and, with ``damping``, faster towards high ones.
+    * **Output.** Left and right read the lines (and the diffuser, for the early part) with
+      two orthogonal sign patterns, so they are uncorrelated; ``width`` blends them.
+
+    Args:
+        sample_rate: frames per second.
+        block_size: the largest block :meth:`process` is given.
+        time: RT60 in seconds (low frequencies).
+        damping: 0..1, see :class:`EffectsSettings`.
+        width: 0..1 stereo width.
+        level: wet gain (0: silent; the reverb goes idle once its tail has faded).
+
+    Example::
+
+        reverb = Reverb(48000, 512, time=2.0)
+        reverb.process(send, out, 512)   # send, out: float32 [2, >= 512]; adds the wet signal to out
+    """
+
+    def __init__(self, sample_rate: int, block_size: int, time: float = 1.8, damping: float = 0.5,
+                 width: float = 1.0, level: float = 1.0) -> None:  # fmt: skip
+        self.sample_rate = int(sample_rate)
+        n = REVERB_LINES
+        # Tap spacing of the loop FIRs: one frame up to 48 kHz, more above, so the damping acts
+        # on the same frequencies at any rate.
+        self._spacing = max(1, round(self.sample_rate / 48000))
+        self.delays = _distinct_primes([ms * self.sample_rate / 1000 for ms in LINE_MS])
+        # Sub-blocks no longer than the shortest loop, and short enough that OpenBLAS keeps the
+        # network's product on this thread (it splits products of more than 2 ** 19 multiply-adds).
+        self.sub_block = min(int(block_size), min(self.delays), SUB_BLOCK_MAX)
+        m = self.sub_block
+        rng = np.random.default_rng(91)  # fixed: the same room every run
+        self._diffusers: list[_DelayRows] = []
+        self._stage_mix: list[np.ndarray] = []
+        # The stereo input goes to alternate channels with alternating signs, energy kept.
+        input_gain = np.array([math.sqrt(2 / n) * (1 if (i // 2) % 2 == 0 else -1) for i in range(n)])
+        for stage, span_ms in enumerate(DIFFUSER_MS):
+            span = span_ms * self.sample_rate / 1000
+            taps = [(i & 1 if stage == 0 else i, int(span * (i + rng.uniform(0.1, 0.9)) / n)) for i in range(n)]
+            self._diffusers.append(_DelayRows(2 if stage == 0 else n, taps, m))
+            mix = _hadamard(n)[rng.permutation(n)] * rng.choice([-1.0, 1.0], n) / math.sqrt(n)
+            if stage == 0:
+                mix = mix * input_gain
+            self._stage_mix.append(mix.astype(np.float32))
+        k = self._spacing
+        self._lines = _DelayRows(n, [(i, d) for i, d in enumerate(self.delays)]
+                                 + [(i, d + k) for i, d in enumerate(self.delays)], m)  # fmt: skip
+        self._feedback = _hadamard(n) / math.sqrt(n)
+        # Output sign patterns: two rows of a Hadamard matrix each, for the network and the diffuser.
+        self._late_taps = _hadamard(n)[rng.permutation(n)[:2]] * rng.choice([-1.0, 1.0], n) / math.sqrt(n)
+        self._early_taps = _hadamard(n)[rng.permutation(n)[:2]] * rng.choice([-1.0, 1.0], n) / math.sqrt(n)
+        # One product does a sub-block: rows 0-1 are the wet output, rows 2.. the lines' next
+        # input; columns are the lines' outputs, the same one FIR tap later, then the last
+        # diffuser stage's channels. The FIR's coefficients and that stage's mix are folded in.
+        self._matrix = np.zeros((n + 2, 3 * n), np.float32)
+        self._tap_now = [0.0] * n
+        self._tap_before = [0.0] * n
+        self._stack = np.zeros(3 * n * m, np.float32)  # [3N, m] for any m <= sub_block, contiguous
+        self._result = np.zeros((n + 2) * m, np.float32)
+        self._channels = np.zeros(n * m, np.float32)
+        self._gathered = np.zeros(n * m, np.float32)
+        self._ramp = np.arange(1, m + 1, dtype=np.float32)
+        self._curve = np.zeros(m, np.float32)
+        self._silence = np.zeros((2, m), np.float32)
+        self._longest_path = sum(d.reach for d in self._diffusers) + self._lines.reach
+        self._quiet_frames = 0
+        self.idle = True
+        self.level = float(level)
+        self._applied_level = float(level)
+        self.time = float(time)
+        self.damping = float(damping)
+        self.width = float(width)
+        self._update_matrix()
+
+    # ------------------------------------------------------------------ parameters (audio thread safe)
+
+    def set_time(self, time: float) -> None:
+        """Set the RT60 in seconds (allocates no arrays; safe between blocks)."""
+        self.time = float(time)
+        self._update_matrix()
+
+    def set_damping(self, damping: float) -> None:
+        """Set the damping 0..1 (allocates no arrays)."""
+        self.damping = float(damping)
+        self._update_matrix()
+
+    def set_width(self, width: float) -> None:
+        """Set the stereo width 0..1 (allocates no arrays)."""
+        self.width = float(width)
+        self._update_matrix()
+
+    def _update_matrix(self) -> None:
+        """Fill the network's matrix from time, damping and width (Python floats only).
+
+        Line ``i``, ``d`` frames long (plus half the FIR's spacing ``k``, its delay at low
+        frequencies), needs a loop gain ``g = 10 ** (-3 d / (rate * time))`` to fall 60 dB in
+        ``time``. Its FIR ``b x[t] + a x[t - k]`` has gain ``a + b`` at DC and ``b - a`` at
+        ``rate / 2k`` (the top of the band at 48 kHz); both are set from the RT60 wanted there,
+        ``time`` at DC and ``time * (1 - 0.9 * damping)`` at the top, so every line falls at
+        the same rate at both ends and in between the response follows ``cos``.
+        """
+        n = REVERB_LINES
+        rate, k = self.sample_rate, self._spacing
+        top_time = self.time * (1.0 - 0.9 * self.damping)
+        for i, d in enumerate(self.delays):
+            loop = d + k / 2
+            low = 10.0 ** (-3.0 * loop / (rate * self.time))
+            high = 10.0 ** (-3.0 * loop / (rate * top_time))
+            self._tap_now[i] = (low + high) / 2.0
+            self._tap_before[i] = (low - high) / 2.0
+        same, cross = (1.0 + self.width) / 2.0, (1.0 - self.width) / 2.0
+        late_gain = REVERB_OUTPUT_GAIN * math.sqrt(1.0 - EARLY_SHARE)
+        early_gain = REVERB_OUTPUT_GAIN * math.sqrt(EARLY_SHARE)
+        late, early, matrix = self._late_taps, self._early_taps, self._matrix
+        last_mix = self._stage_mix[-1]
+        for row in range(n + 2):
+            # What this row takes from each diffused channel (before the last stage's mix is folded in).
+            if row < 2:
+                side, other = row, 1 - row
+                diffused = [early_gain * (same * early[side, i] + cross * early[other, i]) for i in range(n)]
+            else:
+                diffused = [1.0 if row - 2 == i else 0.0 for i in range(n)]
+            for i in range(n):
+                if row < 2:
+                    weight = late_gain * (same * late[side, i] + cross * late[other, i])
+                else:
+                    weight = self._feedback[row - 2, i]
+                matrix[row, i] = weight * self._tap_now[i]
+                matrix[row, n + i] = weight * self._tap_before[i]
+                matrix[row, 2 * n + i] = sum(diffused[c] * float(last_mix[c, i]) for c in range(n))
+
+    def clear(self) -> None:
+        """Silence the tail at once and go idle (all sound off, reset)."""
+        for rows in (*self._diffusers, self._lines):
+            rows.clear()
+        self._quiet_frames = 0
+        self.idle = True
+
+    # ------------------------------------------------------------------ audio
+
+    def process(self, send: np.ndarray | None, out: np.ndarray, frames: int) -> None:
+        """Add the reverb of ``send[:, :frames]`` to ``out[:, :frames]``.
+
+        Args:
+            send: float32 ``[2, >= frames]`` input, or ``None`` for silence.
+            out: float32 ``[2, >= frames]``, added to.
+        """
+        if self.idle and (send is None or _quiet(send, frames)):
+            self._applied_level = self.level
+            return
+        level, start_level = self.level, self._applied_level
+        done = 0
+        while done < frames:
+            m = min(frames - done, self.sub_block)
+            ramp = (start_level + (level - start_level) * done / frames,
+                    start_level + (level - start_level) * (done + m) / frames)  # fmt: skip
+            source = self._silence[:, :m] if send is None else send[:, done : done + m]
+            self._step(source, out[:, done : done + m], m, ramp)
+            done += m
+        self._applied_level = level
+
+    def _step(self, send: np.ndarray, out: np.ndarray, m: int, ramp: tuple[float, float]) -> None:
+        n = REVERB_LINES
+        stack = self._stack[: 3 * n * m]
+        channels = self._channels[: n * m].reshape(n, m)
+        gathered = self._gathered[: n * m]
+        # Diffuser: each stage stores its input, gathers every channel at its own delay and mixes
+        # them; the last stage's gathered channels go to the stack's third part unmixed (its mix
+        # is folded into the network's matrix).
+        source = send
+        last = len(self._diffusers) - 1
+        for index, stage in enumerate(self._diffusers):
+            stage.write(source)
+            stage.gather(m, stack[2 * n * m :] if index == last else gathered)
+            stage.advance(m)
+            if index < last:
+                np.matmul(self._stage_mix[index], gathered.reshape(n, m), out=channels)
+                source = channels
+        # Network: the lines' outputs and their FIR taps, then one product for everything.
+        lines = self._lines
+        lines.gather(m, stack)
+        result = self._result[: (n + 2) * m].reshape(n + 2, m)
+        np.matmul(self._matrix, stack.reshape(3 * n, m), out=result)
+        lines.write(result[2:])
+        lines.advance(m)
+        wet = result[:2]
+        start, end = ramp
+        if start == end:
+            wet *= np.float32(end)
+        else:
+            curve = self._curve[:m]
+            np.multiply(self._ramp[:m], np.float32((end - start) / m), out=curve)
+            curve += np.float32(start)
+            wet[0] *= curve
+            wet[1] *= curve
+        out += wet
+        if not _quiet(wet, m) or not _quiet(send, m):
+            self._quiet_frames = 0
+            self.idle = False
+        else:
+            self._quiet_frames += m
+            if self._quiet_frames >= self._longest_path:
+                self.clear()  # below -140 dBFS in and out: stop before the tail decays into denormals
+
+
+def _quiet(stereo: np.ndarray, frames: int) -> bool:
+    """Whether ``stereo[:, :frames]`` stays under :data:`QUIET` in RMS (two 1-D dot products: no buffers)."""
+    left, right = stereo[0, :frames], stereo[1, :frames]
+    return float(np.dot(left, left)) + float(np.dot(right, right)) <= 2 * frames * QUIET * QUIET
+
+
+class Chorus:
+    """A stereo chorus: four voices, each the input read through a delay that an LFO sweeps.
+
+    Each voice reads its own side (two left, two right, so a panned instrument's chorus stays
+    where it is) at a fractional delay of 13-20 ms swinging by ``CHORUS_DEPTH_MS`` at 0.29-0.43
+    Hz (linear interpolation). The voices' different delays, rates and phases make the copies
+    drift against each other and against the dry signal. No feedback: the chorus goes idle
+    (costs nothing) once its input has been silent for its longest delay.
+
+    The read positions of all voices for a block are one small matrix product: each voice's
+    sine is ``sin(p) cos(wt) + cos(p) sin(wt)``, so a table of ``cos(wt)``, ``sin(wt)``, ``t``
+    and 1 times a per-block coefficient matrix gives them, with no per-voice loop.
+
+    Args:
+        sample_rate: frames per second.
+        block_size: the largest block :meth:`process` is given.
+        level: wet gain (1.0: each side's wet signal is about as loud as its input).
+    """
+
+    def __init__(self, sample_rate: int, block_size: int, level: float = 1.0) -> None:
+        self.sample_rate = int(sample_rate)
+        m = int(block_size)
+        self.block_size = m
+        voices = len(CHORUS_VOICES)
+        self._voices = voices
+        ms = self.sample_rate / 1000
+        self._depth = CHORUS_DEPTH_MS * ms
+        self._history = int(math.ceil(max(v[1] for v in CHORUS_VOICES) * ms + self._depth)) + 2
+        self._rows = _DelayRows(2, [], m, reach=self._history)
+        self._flat = self._rows.flat
+        self._omega = [2 * math.pi * v[2] / self.sample_rate for v in CHORUS_VOICES]
+        self._phase = [2 * math.pi * v[3] for v in CHORUS_VOICES]
+        t = np.arange(m, dtype=np.float64)
+        self._basis = np.zeros((2 * voices + 2, m), np.float64)
+        for v, omega in enumerate(self._omega):
+            self._basis[2 * v] = np.cos(omega * t)
+            self._basis[2 * v + 1] = np.sin(omega * t)
+        self._basis[2 * voices] = t
+        self._basis[2 * voices + 1] = 1.0
+        self._coef = np.zeros((voices, 2 * voices + 2), np.float64)
+        self._coef[:, 2 * voices] = 1.0
+        self._mix = np.zeros((2, voices), np.float32)
+        per_side = [sum(1 for v in CHORUS_VOICES if v[0] == side) for side in (0, 1)]
+        for index, voice in enumerate(CHORUS_VOICES):
+            self._mix[voice[0], index] = 1.0 / math.sqrt(per_side[voice[0]])
+        self._position = np.zeros(voices * m, np.float64)
+        self._floor = np.zeros(voices * m, np.float64)
+        self._frac = np.zeros(voices * m, np.float32)
+        self._index = np.zeros(voices * m, np.intp)
+        self._taps = np.zeros(voices * m, np.float32)
+        self._next = np.zeros(voices * m, np.float32)
+        self._wet = np.zeros(2 * m, np.float32)
+        self._ramp = np.arange(1, m + 1, dtype=np.float32)
+        self._curve = np.zeros(m, np.float32)
+        self._silence = np.zeros((2, m), np.float32)
+        self._quiet_frames = self._history
+        self.idle = True
+        self.level = float(level)
+        self._applied_level = float(level)
+
+    def clear(self) -> None:
+        """Forget the input (all sound off, reset)."""
+        self._rows.clear()
+        self._quiet_frames = self._history
+        self.idle = True
+
+    def process(self, send: np.ndarray | None, out: np.ndarray, frames: int) -> None:
+        """Add the chorus of ``send[:, :frames]`` to ``out[:, :frames]``.
+
+        Args:
+            send: float32 ``[2, >= frames]`` input, or ``None`` for silence.
+            out: float32 ``[2, >= frames]``, added to.
+        """
+        level, start_level = self.level, self._applied_level
+        self._applied_level = level
+        if send is None or _quiet(send, frames):
+            if self.idle:
+                return
+            # Every voice reads at most `history` frames back: after that much silence, so is the output.
+            if self._quiet_frames >= self._history:
+                self.idle = True
+                return
+            self._quiet_frames += frames
+        else:
+            self._quiet_frames = 0
+            self.idle = False
+        m, voices = frames, self._voices
+        rows = self._rows
+        rows.write(self._silence[:, :m] if send is None else send[:, :m])
+        head = rows.head
+        coef = self._coef
+        for v, voice in enumerate(CHORUS_VOICES):
+            phase = self._phase[v]
+            coef[v, 2 * v] = -self._depth * math.sin(phase)
+            coef[v, 2 * v + 1] = -self._depth * math.cos(phase)
+            coef[v, 2 * voices + 1] = voice[0] * rows.pitch + head - voice[1] * self.sample_rate / 1000
+            self._phase[v] = (phase + self._omega[v] * m) % (2 * math.pi)
+        position = self._position[: voices * m]
+        np.matmul(coef, self._basis[:, :m], out=position.reshape(voices, m))
+        floor = self._floor[: voices * m]
+        np.floor(position, out=floor)
+        np.subtract(position, floor, out=position)
+        frac = self._frac[: voices * m]
+        np.copyto(frac, position, casting="same_kind")
+        index = self._index[: voices * m]
+        np.copyto(index, floor, casting="unsafe")
+        taps, following = self._taps[: voices * m], self._next[: voices * m]
+        self._flat.take(index, out=taps, mode="clip")
+        index += 1
+        self._flat.take(index, out=following, mode="clip")
+        following -= taps
+        following *= frac
+        taps += following
+        wet = self._wet[: 2 * m].reshape(2, m)
+        np.matmul(self._mix, taps.reshape(voices, m), out=wet)
+        if start_level == level:
+            wet *= np.float32(level)
+        else:
+            curve = self._curve[:m]
+            np.multiply(self._ramp[:m], np.float32((level - start_level) / m), out=curve)
+            curve += np.float32(start_level)
+            wet[0] *= curve
+            wet[1] *= curve
+        out[:, :m] += wet
+        rows.advance(m)
