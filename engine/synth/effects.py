@@ -45,9 +45,9 @@ MAX_REVERB_TIME = 20.0
 #: Input and output below this (about -140 dBFS) count as silence for the effects' idle check.
 QUIET = 1e-7
 #: Wet gain of the reverb at level 1.0, chosen so that a half-second note sent at CC91 = 127
-#: gets about as much reverb energy (-10 dB under the dry note) as FluidSynth's default reverb
+#: gets about as much reverb energy (-11 dB under the dry note) as FluidSynth's default reverb
 #: gives FluidR3's piano at CC91 = 127 (-11.7 dB, measured, see docs/benchmarks.md).
-REVERB_OUTPUT_GAIN = 0.3
+REVERB_OUTPUT_GAIN = 0.47
 #: Share of the wet reverb taken from the diffuser (the first 40 ms) rather than the network.
 EARLY_SHARE = 0.5
 
@@ -252,6 +252,7 @@ class Reverb:
         self._silence = np.zeros((2, m), np.float32)
         self._longest_path = sum(d.reach for d in self._diffusers) + self._lines.reach
         self._quiet_frames = 0
+        self._fading = False
         self.idle = True
         self.level = float(level)
         self._applied_level = float(level)
@@ -318,11 +319,16 @@ class Reverb:
                 matrix[row, 2 * n + i] = sum(diffused[c] * float(last_mix[c, i]) for c in range(n))
 
     def clear(self) -> None:
-        """Silence the tail at once and go idle (all sound off, reset)."""
+        """Silence the tail at once and go idle (reset)."""
         for rows in (*self._diffusers, self._lines):
             rows.clear()
         self._quiet_frames = 0
+        self._fading = False
         self.idle = True
+
+    def fade_out(self) -> None:
+        """Fade the tail out over the next :meth:`process` call, then clear (all sound off)."""
+        self._fading = not self.idle
 
     # ------------------------------------------------------------------ audio
 
@@ -336,7 +342,7 @@ class Reverb:
         if self.idle and (send is None or _quiet(send, frames)):
             self._applied_level = self.level
             return
-        level, start_level = self.level, self._applied_level
+        level, start_level = (0.0 if self._fading else self.level), self._applied_level
         done = 0
         while done < frames:
             m = min(frames - done, self.sub_block)
@@ -346,6 +352,9 @@ class Reverb:
             self._step(source, out[:, done : done + m], m, ramp)
             done += m
         self._applied_level = level
+        if self._fading:
+            self.clear()
+            self._applied_level = self.level
 
     def _step(self, send: np.ndarray, out: np.ndarray, m: int, ramp: tuple[float, float]) -> None:
         n = REVERB_LINES
@@ -453,15 +462,21 @@ class Chorus:
         self._curve = np.zeros(m, np.float32)
         self._silence = np.zeros((2, m), np.float32)
         self._quiet_frames = self._history
+        self._fading = False
         self.idle = True
         self.level = float(level)
         self._applied_level = float(level)
 
     def clear(self) -> None:
-        """Forget the input (all sound off, reset)."""
+        """Forget the input at once and go idle (reset)."""
         self._rows.clear()
         self._quiet_frames = self._history
+        self._fading = False
         self.idle = True
+
+    def fade_out(self) -> None:
+        """Fade the output out over the next :meth:`process` call, then clear (all sound off)."""
+        self._fading = not self.idle
 
     def process(self, send: np.ndarray | None, out: np.ndarray, frames: int) -> None:
         """Add the chorus of ``send[:, :frames]`` to ``out[:, :frames]``.
@@ -470,8 +485,14 @@ class Chorus:
             send: float32 ``[2, >= frames]`` input, or ``None`` for silence.
             out: float32 ``[2, >= frames]``, added to.
         """
-        level, start_level = self.level, self._applied_level
+        level, start_level = (0.0 if self._fading else self.level), self._applied_level
         self._applied_level = level
+        if self._fading:
+            self._fading = False
+            self._process(send, out, frames, start_level, 0.0)
+            self.clear()
+            self._applied_level = self.level
+            return
         if send is None or _quiet(send, frames):
             if self.idle:
                 return
@@ -483,6 +504,10 @@ class Chorus:
         else:
             self._quiet_frames = 0
             self.idle = False
+        self._process(send, out, frames, start_level, level)
+
+    def _process(self, send: np.ndarray | None, out: np.ndarray, frames: int, start_level: float,
+                 level: float) -> None:  # fmt: skip
         m, voices = frames, self._voices
         rows = self._rows
         rows.write(self._silence[:, :m] if send is None else send[:, :m])
