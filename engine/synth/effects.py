@@ -7,12 +7,12 @@ MIDI module's "system effects" do.
 Real-time rules, as for the rest of the render side: :meth:`Reverb.process` and
 :meth:`Chorus.process` allocate no arrays and take no locks. Every buffer is made in
 ``__init__`` for the largest block, and a block is a few dozen numpy calls with ``out=``
-arguments. Two numpy habits shape the code: an element-wise ufunc on a 2-D operand that is
-not contiguous, or that broadcasts a column, buffers its operands (NumPy 2 allocates up to
-three 32 KiB buffers per call when the rows are short), and so does ``take`` with a 2-D
-index. So per-line arithmetic is done by matrix products (BLAS reads strided views as they
-are), element-wise work on many rows uses 1-D views of contiguous scratch, and only stereo
-(two-row) arrays are scaled in place.
+arguments. Two numpy habits shape the code: an element-wise ufunc on 2-D operands that are not
+all contiguous alike, or that broadcasts a column, buffers its operands (NumPy 2 allocates
+up to three 32 KiB buffers per call when the rows are short), and so does ``take`` with a
+2-D index. So per-line arithmetic is done by matrix products (BLAS reads strided views as
+they are), element-wise work on many rows uses 1-D views of contiguous scratch, and stereo
+arrays are added row by row.
 
 A recursive filter cannot be run sample by sample in numpy, so the reverb is built so that a
 block never needs its own output: every feedback path is longer than the block (blocks longer
@@ -38,8 +38,12 @@ LINE_MS = (31.0, 34.9, 39.2, 44.1, 49.6, 55.8, 62.7, 70.6)
 #: Time spread (ms) of each input diffusion stage; each stage delays every channel by a
 #: different amount inside its span and mixes them with an orthogonal matrix.
 DIFFUSER_MS = (5.0, 11.0, 23.0)
-#: Longest reverb sub-block (frames): the network's product stays on one BLAS thread.
-SUB_BLOCK_MAX = 1536
+#: The reverb's pre-delay (ms): the wet sound starts this long after what is sent, as the first
+#: reflections of a hall do. It also lets the reverb work in chunks of a fixed length, however
+#: the caller's blocks are cut, with no latency beyond it.
+PREDELAY_MS = 20.0
+#: Longest reverb chunk (frames): the network's product stays on one BLAS thread.
+CHUNK_MAX = 1536
 #: Longest reverb time accepted (seconds); the render's automatic tail waits at most 30 s.
 MAX_REVERB_TIME = 20.0
 #: Input and output below this (about -140 dBFS) count as silence for the effects' idle check.
@@ -189,7 +193,13 @@ class Reverb:
       none). Each line's two-tap FIR sets its loop gain so every line decays by 60 dB in
       ``time`` seconds at low frequencies and, with ``damping``, faster towards high ones.
     * **Output.** Left and right read the lines (and the diffuser, for the early part) with
-      two orthogonal sign patterns, so they are uncorrelated; ``width`` blends them.
+      two orthogonal sign patterns, so they are uncorrelated; ``width`` blends them. The wet
+      sound starts ``PREDELAY_MS`` after its input.
+    * **Chunks.** The network runs in chunks of one fixed length (``chunk``, at most the
+      pre-delay), whatever blocks the caller hands it: input waits in a buffer until a chunk is
+      full, and the pre-delay covers the wait, so nothing comes out late. A fixed length means
+      the gathers' indexes are laid out once; live play picks a chunk as long as its audio
+      callback, so every callback does the same work.
 
     Args:
         sample_rate: frames per second.
@@ -198,6 +208,8 @@ class Reverb:
         damping: 0..1, see :class:`EffectsSettings`.
         width: 0..1 stereo width.
         level: wet gain (0: silent; the reverb goes idle once its tail has faded).
+        chunk: frames per step of the network (default and upper bound: the pre-delay, the
+            shortest loop and ``CHUNK_MAX``, whichever is least).
 
     Example::
 
@@ -206,17 +218,20 @@ class Reverb:
     """
 
     def __init__(self, sample_rate: int, block_size: int, time: float = 1.8, damping: float = 0.5,
-                 width: float = 1.0, level: float = 1.0) -> None:  # fmt: skip
+                 width: float = 1.0, level: float = 1.0, chunk: int | None = None) -> None:  # fmt: skip
         self.sample_rate = int(sample_rate)
+        self.block_size = int(block_size)
         n = REVERB_LINES
         # Tap spacing of the loop FIRs: one frame up to 48 kHz, more above, so the damping acts
         # on the same frequencies at any rate.
         self._spacing = max(1, round(self.sample_rate / 48000))
         self.delays = _distinct_primes([ms * self.sample_rate / 1000 for ms in LINE_MS])
-        # Sub-blocks no longer than the shortest loop, and short enough that OpenBLAS keeps the
-        # network's product on this thread (it splits products of more than 2 ** 19 multiply-adds).
-        self.sub_block = min(int(block_size), min(self.delays), SUB_BLOCK_MAX)
-        m = self.sub_block
+        self.predelay = int(round(PREDELAY_MS * self.sample_rate / 1000))
+        # Chunks no longer than the pre-delay (so the wet output is always ready in time), the
+        # shortest loop (so a chunk never needs its own output) and CHUNK_MAX.
+        longest_chunk = min(self.predelay, min(self.delays), CHUNK_MAX)
+        self.chunk = longest_chunk if chunk is None else max(1, min(int(chunk), longest_chunk))
+        m = self.chunk
         rng = np.random.default_rng(91)  # fixed: the same room every run
         self._diffusers: list[_DelayRows] = []
         self._stage_mix: list[np.ndarray] = []
@@ -243,13 +258,18 @@ class Reverb:
         self._matrix = np.zeros((n + 2, 3 * n), np.float32)
         self._tap_now = [0.0] * n
         self._tap_before = [0.0] * n
-        self._stack = np.zeros(3 * n * m, np.float32)  # [3N, m] for any m <= sub_block, contiguous
+        self._stack = np.zeros(3 * n * m, np.float32)  # [3N, m], contiguous
         self._result = np.zeros((n + 2) * m, np.float32)
         self._channels = np.zeros(n * m, np.float32)
         self._gathered = np.zeros(n * m, np.float32)
-        self._ramp = np.arange(1, m + 1, dtype=np.float32)
-        self._curve = np.zeros(m, np.float32)
-        self._silence = np.zeros((2, m), np.float32)
+        # Input not yet processed, and wet output not yet played (the pre-delay's worth and more):
+        # linear buffers, moved back to their start when full.
+        self._input = np.zeros((2, 2 * (self.block_size + m) + 8192), np.float32)
+        self._output = np.zeros((2, self.predelay + 2 * (self.block_size + m) + 8192), np.float32)
+        self._in_read = self._in_write = self._out_read = self._out_write = 0
+        self._ramp = np.arange(1, self.block_size + 1, dtype=np.float32)
+        self._curve = np.zeros(self.block_size, np.float32)
+        self._silence = np.zeros((2, self.block_size), np.float32)
         self._longest_path = sum(d.reach for d in self._diffusers) + self._lines.reach
         self._quiet_frames = 0
         self._fading = False
@@ -338,25 +358,54 @@ class Reverb:
         Args:
             send: float32 ``[2, >= frames]`` input, or ``None`` for silence.
             out: float32 ``[2, >= frames]``, added to.
+            frames: at most ``block_size``.
         """
-        if self.idle and (send is None or _quiet(send, frames)):
-            self._applied_level = self.level
-            return
-        level, start_level = (0.0 if self._fading else self.level), self._applied_level
-        done = 0
-        while done < frames:
-            m = min(frames - done, self.sub_block)
-            ramp = (start_level + (level - start_level) * done / frames,
-                    start_level + (level - start_level) * (done + m) / frames)  # fmt: skip
-            source = self._silence[:, :m] if send is None else send[:, done : done + m]
-            self._step(source, out[:, done : done + m], m, ramp)
-            done += m
+        if self.idle:
+            if send is None or _quiet(send, frames):
+                self._applied_level = self.level
+                return
+            self._wake()
+        self._take_input(self._silence if send is None else send, frames)
+        m = self.chunk
+        while self._in_write - self._in_read >= m:
+            self._step(self._input[:, self._in_read : self._in_read + m], m)
+            self._in_read += m
+        wet = self._output[:, self._out_read : self._out_read + frames]
+        self._out_read += frames
+        level, start = (0.0 if self._fading else self.level), self._applied_level
+        if start == level:
+            wet *= np.float32(level)
+        else:
+            curve = self._curve[:frames]
+            np.multiply(self._ramp[:frames], np.float32((level - start) / frames), out=curve)
+            curve += np.float32(start)
+            wet[0] *= curve  # row by row: a broadcast curve would make numpy buffer
+            wet[1] *= curve
+        out[0, :frames] += wet[0]  # row by row: numpy buffers 2-D operands of unlike layouts
+        out[1, :frames] += wet[1]
         self._applied_level = level
         if self._fading:
             self.clear()
             self._applied_level = self.level
 
-    def _step(self, send: np.ndarray, out: np.ndarray, m: int, ramp: tuple[float, float]) -> None:
+    def _wake(self) -> None:
+        # The state is silent; restart the buffers with a pre-delay of silence ahead of the output.
+        self._in_read = self._in_write = self._out_read = 0
+        self._out_write = self.predelay
+        self._output[:, : self.predelay] = 0.0
+        self._quiet_frames = 0
+        self.idle = False
+
+    def _take_input(self, send: np.ndarray, frames: int) -> None:
+        if self._in_write + frames > self._input.shape[1]:
+            _move_to_start(self._input, self._in_read, self._in_write)
+            self._in_write -= self._in_read
+            self._in_read = 0
+        np.copyto(self._input[:, self._in_write : self._in_write + frames], send[:, :frames])
+        self._in_write += frames
+
+    def _step(self, send: np.ndarray, m: int) -> None:
+        """One chunk of ``m`` frames through the reverb; its wet output goes to the output buffer."""
         n = REVERB_LINES
         stack = self._stack[: 3 * n * m]
         channels = self._channels[: n * m].reshape(n, m)
@@ -380,24 +429,30 @@ class Reverb:
         np.matmul(self._matrix, stack.reshape(3 * n, m), out=result)
         lines.write(result[2:])
         lines.advance(m)
+        if self._out_write + m > self._output.shape[1]:
+            _move_to_start(self._output, self._out_read, self._out_write)
+            self._out_write -= self._out_read
+            self._out_read = 0
         wet = result[:2]
-        start, end = ramp
-        if start == end:
-            wet *= np.float32(end)
-        else:
-            curve = self._curve[:m]
-            np.multiply(self._ramp[:m], np.float32((end - start) / m), out=curve)
-            curve += np.float32(start)
-            wet[0] *= curve
-            wet[1] *= curve
-        out += wet
+        np.copyto(self._output[:, self._out_write : self._out_write + m], wet)
+        self._out_write += m
         if not _quiet(wet, m) or not _quiet(send, m):
             self._quiet_frames = 0
-            self.idle = False
         else:
             self._quiet_frames += m
             if self._quiet_frames >= self._longest_path:
-                self.clear()  # below -140 dBFS in and out: stop before the tail decays into denormals
+                # Below -140 dBFS in and out: stop before the tail decays into denormals. What is
+                # left in the output buffer is as quiet and still plays out.
+                for rows in (*self._diffusers, self._lines):
+                    rows.clear()
+                self.idle = True
+
+
+def _move_to_start(buffer: np.ndarray, start: int, stop: int) -> None:
+    """Move ``buffer[:, start:stop]`` to the start, row by row (numpy cannot prove 2-D views disjoint
+    and would copy through a temporary)."""
+    for row in buffer:
+        row[: stop - start] = row[start:stop]
 
 
 def _quiet(stereo: np.ndarray, frames: int) -> bool:
@@ -545,5 +600,6 @@ class Chorus:
             curve += np.float32(start_level)
             wet[0] *= curve
             wet[1] *= curve
-        out[:, :m] += wet
+        out[0, :m] += wet[0]  # row by row: numpy buffers 2-D operands of unlike layouts
+        out[1, :m] += wet[1]
         rows.advance(m)

@@ -170,7 +170,8 @@ class SendBuses:
         n = self._frames
         for group in range(self._used):
             buffer = self._groups[group, :, :n]
-            dry[:, :n] += buffer
+            dry[0, :n] += buffer[0]  # row by row: numpy buffers 2-D operands of unlike layouts
+            dry[1, :n] += buffer[1]
             reverb_from, reverb_to, chorus_from, chorus_to = self._keys[group]
             self.reverb_fed = self._send(self.reverb, self.reverb_fed, buffer, reverb_from, reverb_to)
             self.chorus_fed = self._send(self.chorus, self.chorus_fed, buffer, chorus_from, chorus_to)
@@ -191,5 +192,6 @@ class SendBuses:
             np.multiply(buffer[0], curve, out=target[0])  # row by row: a broadcast curve would buffer
             np.multiply(buffer[1], curve, out=target[1])
         if fed:
-            bus[:, :n] += target
+            bus[0, :n] += target[0]
+            bus[1, :n] += target[1]
         return True
