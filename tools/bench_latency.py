@@ -13,12 +13,16 @@ What it measures, with ``mars-synth play`` running as the real command in its ow
   jackd names as late - the engine, or a C reference client (jack_metro) on the same CPUs,
   the yardstick of what the machine does to any real-time client.
 * the engine's memory (RSS) over the long run.
+* the long run again with the effects off (``--effects both``, the default): the callback's
+  share of the block with reverb and chorus working (the held voices' channel sends CC91 40,
+  the power-on value, and CC93 64) and with ``--no-reverb --no-chorus``.
 
 Notes come from the tests' additive instrument unless ``--note-source model`` (the trained
 MARS model) or another ``module:factory`` is given.
 
     python tools/bench_latency.py                       # the full run: 200 notes each, 10 min with 64 voices
     python tools/bench_latency.py --notes 60 --long 60  # shortened
+    python tools/bench_latency.py --long-only --long 30 # only the long runs (effects on, then off)
 """
 
 from __future__ import annotations
@@ -108,6 +112,81 @@ def uncached_notes(count: int) -> list[tuple[int, int]]:
     return [notes[i] for i in order[:count]]
 
 
+def measure_latency(server, work: Path, args, source: str, rate: int, results: dict) -> None:
+    """Latency of cached and uncached notes, MIDI and OSC, into ``results``."""
+    # Cached: the preset's range at velocity 100 is generated ahead before measuring.
+    engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", source=source)
+    try:
+        engine.wait_ready(timeout=3600)
+        probe = JackProbe(server, seconds=30).start()
+        try:
+            pitches = [int(p) for p in np.random.default_rng(2).integers(40, 90, args.notes)]
+            midi = measure_notes(engine, probe, [(p, 100) for p in pitches], "midi")
+            osc = measure_notes(engine, probe, [(p, 100) for p in pitches], "osc")
+            results["cached_midi"] = stats(midi, rate, args.period)
+            results["cached_osc"] = stats(osc, rate, args.period)
+            share = engine.osc.query("latency")
+            results["callback_share_few_voices"] = {"median": round(share[0], 4), "p99": round(share[1], 4)}
+        finally:
+            probe.close()
+    finally:
+        engine.stop()
+    # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
+    (work / "cold").mkdir()
+    engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
+                          "--no-precompute", source=source)  # fmt: skip
+    try:
+        engine.wait_ready(timeout=3600)
+        probe = JackProbe(server, seconds=30).start()
+        try:
+            first = measure_notes(engine, probe, [(60, 100)], "midi")  # nothing ready at all: waits for the model
+            notes = uncached_notes(min(args.notes, 55))
+            cold = measure_notes(engine, probe, notes, "midi", hold=0.3)
+            status = engine.osc.query("status")
+            results["first_note_cold_ms"] = round(first[0] * 1000 / rate, 2)
+            results["uncached_midi"] = stats(cold, rate, args.period)
+            results["uncached_played_from_nearest"] = status[4]
+            results["model_seconds_per_note"] = round(status[8], 4)
+        finally:
+            probe.close()
+    finally:
+        engine.stop()
+
+
+def long_run(server, work: Path, args, source: str, rate: int, effects: str) -> dict:
+    """Many voices held for ``args.long`` seconds with the effects ``on`` or ``off``."""
+    # Long run: many voices held (looping), underflows, late clients, memory.
+    flags = [] if effects == "on" else ["--no-reverb", "--no-chorus"]
+    engine = EnginePlayer(server, work, "--preset", "strings", "--no-midi", *flags, source=source)
+    try:
+        engine.wait_ready(timeout=3600)
+        engine.osc.send("/mars/cc", 1, 93, 64)  # the chorus too (CC91 is 40 from power-on)
+        for pitch in range(36, 36 + args.voices):
+            engine.osc.send("/mars/note", pitch, 100)
+        time.sleep(3.0)
+        server.reference.follow(engine.process.pid)
+        at = server.log_position()
+        before = engine.osc.query("status")[1]
+        memory = []
+        started = time.monotonic()
+        while time.monotonic() - started < args.long:
+            memory.append(rss_mib(engine.process.pid))
+            time.sleep(min(5.0, args.long / 10))
+        status = engine.osc.query("status")
+        share = engine.osc.query("latency")
+        late = server.late_clients(at)
+        return {
+            "seconds": args.long, "voices": status[0], "underflows": status[1] - before,
+            "late_cycles_engine": late.get("PortAudio", 0), "late_cycles_reference_c_client": late.get(ReferenceClient.NAME, 0),
+            "cycles": int(args.long * rate / args.period),
+            "callback_share_median": round(share[0], 4), "callback_share_p99": round(share[1], 4),
+            "rss_mib_first": round(memory[0], 1), "rss_mib_at_10_percent": round(memory[len(memory) // 10], 1),
+            "rss_mib_last": round(memory[-1], 1), "rss_mib_max": round(max(memory), 1),
+        }  # fmt: skip
+    finally:
+        engine.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
@@ -116,6 +195,9 @@ def main() -> None:
     parser.add_argument("--voices", type=int, default=64, help="voices held during the long run (default 64)")
     parser.add_argument("--preset", default="drawbar_organ", help="preset (default drawbar_organ: short release)")
     parser.add_argument("--note-source", default=SOURCE_SPEC, help="module:factory, or 'model' for MARS")
+    parser.add_argument("--effects", choices=["on", "off", "both"], default="both",
+                        help="long run with reverb and chorus on, off, or one of each (default both)")  # fmt: skip
+    parser.add_argument("--long-only", action="store_true", help="skip the latency measurements")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     source = "" if args.note_source == "model" else args.note_source
@@ -125,71 +207,10 @@ def main() -> None:
     server = JackServer(period=args.period).start()
     server.reference = ReferenceClient(server)
     try:
-        # Cached: the preset's range at velocity 100 is generated ahead before measuring.
-        engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", source=source)
-        try:
-            engine.wait_ready(timeout=3600)
-            probe = JackProbe(server, seconds=30).start()
-            try:
-                pitches = [int(p) for p in np.random.default_rng(2).integers(40, 90, args.notes)]
-                midi = measure_notes(engine, probe, [(p, 100) for p in pitches], "midi")
-                osc = measure_notes(engine, probe, [(p, 100) for p in pitches], "osc")
-                results["cached_midi"] = stats(midi, rate, args.period)
-                results["cached_osc"] = stats(osc, rate, args.period)
-                share = engine.osc.query("latency")
-                results["callback_share_few_voices"] = {"median": round(share[0], 4), "p99": round(share[1], 4)}
-            finally:
-                probe.close()
-        finally:
-            engine.stop()
-        # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
-        (work / "cold").mkdir()
-        engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
-                              "--no-precompute", source=source)  # fmt: skip
-        try:
-            engine.wait_ready(timeout=3600)
-            probe = JackProbe(server, seconds=30).start()
-            try:
-                first = measure_notes(engine, probe, [(60, 100)], "midi")  # nothing ready at all: waits for the model
-                notes = uncached_notes(min(args.notes, 55))
-                cold = measure_notes(engine, probe, notes, "midi", hold=0.3)
-                status = engine.osc.query("status")
-                results["first_note_cold_ms"] = round(first[0] * 1000 / rate, 2)
-                results["uncached_midi"] = stats(cold, rate, args.period)
-                results["uncached_played_from_nearest"] = status[4]
-                results["model_seconds_per_note"] = round(status[8], 4)
-            finally:
-                probe.close()
-        finally:
-            engine.stop()
-        # Long run: many voices held (looping), underflows, late clients, memory.
-        engine = EnginePlayer(server, work, "--preset", "strings", "--no-midi", source=source)
-        try:
-            engine.wait_ready(timeout=3600)
-            for pitch in range(36, 36 + args.voices):
-                engine.osc.send("/mars/note", pitch, 100)
-            time.sleep(3.0)
-            server.reference.follow(engine.process.pid)
-            at = server.log_position()
-            before = engine.osc.query("status")[1]
-            memory = []
-            started = time.monotonic()
-            while time.monotonic() - started < args.long:
-                memory.append(rss_mib(engine.process.pid))
-                time.sleep(min(5.0, args.long / 10))
-            status = engine.osc.query("status")
-            share = engine.osc.query("latency")
-            late = server.late_clients(at)
-            results["long_run"] = {
-                "seconds": args.long, "voices": status[0], "underflows": status[1] - before,
-                "late_cycles_engine": late.get("PortAudio", 0), "late_cycles_reference_c_client": late.get(ReferenceClient.NAME, 0),
-                "cycles": int(args.long * rate / args.period),
-                "callback_share_median": round(share[0], 4), "callback_share_p99": round(share[1], 4),
-                "rss_mib_first": round(memory[0], 1), "rss_mib_at_10_percent": round(memory[len(memory) // 10], 1),
-                "rss_mib_last": round(memory[-1], 1), "rss_mib_max": round(max(memory), 1),
-            }  # fmt: skip
-        finally:
-            engine.stop()
+        if not args.long_only:
+            measure_latency(server, work, args, source, rate, results)
+        for effects in (("on", "off") if args.effects == "both" else (args.effects,)):
+            results[f"long_run_effects_{effects}"] = long_run(server, work, args, source, rate, effects)
     finally:
         server.reference.stop()
         server.stop()

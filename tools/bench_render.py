@@ -10,7 +10,10 @@ user would see it), ``--repeats`` times; the table shows medians. For mars-synth
 * **warm**: the cache the cold runs filled, so the render only mixes.
 
 FluidSynth renders with ``fluidsynth -ni -F OUT -r RATE SOUNDFONT IN.mid`` (its defaults,
-reverb and chorus on). Peak memory is each process's maximum resident set size (wait4).
+reverb and chorus on), and mars-synth with its defaults (reverb and chorus on, each channel
+sending CC91 40 from power-on). The last columns repeat the warm comparison with the effects
+off on both sides (``-R 0 -C 0``; ``--no-reverb --no-chorus``), so the effects' own cost
+shows. Peak memory is each process's maximum resident set size (wait4).
 Targets: warm at least as fast as FluidSynth; cold at least 5x real time on the dense example
 (``examples/orchestra_dense.mid``, 185 distinct notes in 68 s, the density of real orchestral
 music: 100-170 distinct notes a minute).
@@ -108,34 +111,39 @@ def main(argv: list[str] | None = None) -> int:
           f"notes from {args.note_source or 'the shipped model'}; {os.cpu_count()} CPUs")
     header = (f"{'file':<16} {'audio s':>7} | {'fluidsynth s':>12} {'cpu s':>6} {'MiB':>4} | "
               f"{'cold s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | {'warm s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | "
-              f"{'warm/fluid wall':>15} {'cpu':>5}")  # fmt: skip
+              f"{'warm/fluid wall':>15} {'cpu':>5} | {'no fx: fluid s':>14} {'warm s':>6} {'wall':>5} {'cpu':>5}")  # fmt: skip
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         for midi in files:
             out = tmp / f"{midi.stem}.wav"
-            fluid = [timed_run([fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r", str(args.sample_rate),
-                                str(soundfont), str(midi)]) for _ in range(args.repeats)]  # fmt: skip
-            cold, warm = [], []
-            for i in range(args.repeats):
+            fluid_base = [fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r", str(args.sample_rate)]
+            fluid, fluid_dry, cold, warm, warm_dry = [], [], [], [], []
+            for i in range(args.repeats):  # interleaved, so a busy spell hurts every column alike
+                fluid.append(timed_run(fluid_base + [str(soundfont), str(midi)]))
+                fluid_dry.append(timed_run(fluid_base + ["-R", "0", "-C", "0", str(soundfont), str(midi)]))
                 cache = tmp / f"cache-{midi.stem}-{i}"
                 base = ours + [str(midi), "-o", str(out), "--sample-rate", str(args.sample_rate), "-q",
                                "--cache-dir", str(cache)]  # fmt: skip
                 cold.append(timed_run(base, env))
                 warm.append(timed_run(base, env))
+                warm_dry.append(timed_run(base + ["--no-reverb", "--no-chorus"], env))
             seconds = soundfile.info(str(out)).duration
 
             def med(runs: list[tuple[float, float]], k: int) -> float:
                 return statistics.median(r[k] for r in runs)
 
             f_s, c_s, w_s = med(fluid, 0), med(cold, 0), med(warm, 0)
+            fd_s, wd_s = med(fluid_dry, 0), med(warm_dry, 0)
             print(f"{midi.name:<16} {seconds:7.2f} | {f_s:12.3f} {med(fluid, 1):6.3f} {med(fluid, 2):4.0f} | "
                   f"{c_s:6.3f} {seconds / c_s:5.1f} {med(cold, 1):6.3f} {med(cold, 2):4.0f} | "
                   f"{w_s:6.3f} {seconds / w_s:5.1f} {med(warm, 1):6.3f} {med(warm, 2):4.0f} | "
-                  f"{w_s / f_s:15.2f} {med(warm, 1) / med(fluid, 1):5.2f}")  # fmt: skip
+                  f"{w_s / f_s:15.2f} {med(warm, 1) / med(fluid, 1):5.2f} | "
+                  f"{fd_s:14.3f} {wd_s:6.3f} {wd_s / fd_s:5.2f} {med(warm_dry, 1) / med(fluid_dry, 1):5.2f}")  # fmt: skip
     print("warm/fluid < 1: mars-synth with a warm cache is faster than FluidSynth (wall clock, and CPU time, which "
-          "is steadier on a loaded machine); x RT = audio seconds per wall second")
+          "is steadier on a loaded machine); x RT = audio seconds per wall second; no fx: both with reverb and "
+          "chorus off (the audio length is with effects: mars-synth's auto tail rings the reverb out)")
     return 0
 
 

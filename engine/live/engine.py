@@ -43,6 +43,8 @@ from mars_model.errors import MarsError
 SWITCH_INTERVAL = 0.0001
 #: The Synth renders at most this many frames at once; larger host blocks are split.
 SYNTH_BLOCK = 1024
+#: The reverb's step when the host chooses the block length (a common JACK period).
+EFFECTS_CHUNK = 128
 
 
 @dataclass
@@ -210,7 +212,7 @@ class LiveEngine:
             self.maker = InProcessNoteMaker(NoteCache(rate, source, str(source.model_id), settings.seed,
                                                       settings.cache_dir, progress=False))  # fmt: skip
         self.synth = Synth(rate, settings.polyphony, max(SYNTH_BLOCK, settings.audio.blocksize), settings.gain,
-                           settings.effects)  # fmt: skip
+                           settings.effects, settings.audio.blocksize or EFFECTS_CHUNK)  # fmt: skip
         self.renderer = BlockRenderer(self.synth, channels)
         self.worker = GenerationWorker(self.maker, self._note_ready, settings.urgent_batch,
                                        settings.background_batch, warmup=self._first_preset())  # fmt: skip

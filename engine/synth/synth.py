@@ -57,10 +57,13 @@ class Synth:
         block_size: the largest block :meth:`render` is asked for, in frames.
         gain: master gain (linear) before the limiter.
         effects: reverb and chorus settings, or ``None`` for none at all.
+        effects_chunk: frames per step of the reverb (see :class:`Reverb`); live play gives
+            its callback's length so every callback does the same work. Default: the longest.
     """
 
     def __init__(self, sample_rate: int = 48000, polyphony: int = 64, block_size: int = 512,
-                 gain: float = 0.5, effects: EffectsSettings | None = None) -> None:  # fmt: skip
+                 gain: float = 0.5, effects: EffectsSettings | None = None,
+                 effects_chunk: int | None = None) -> None:  # fmt: skip
         if polyphony < 1:
             raise ValueError(f"polyphony must be >= 1, got {polyphony}")
         self.sample_rate = int(sample_rate)
@@ -76,7 +79,7 @@ class Synth:
         if effects is not None:
             effects.check()
             self.reverb = Reverb(self.sample_rate, self.block_size, effects.reverb_time, effects.reverb_damping,
-                                 effects.reverb_width, effects.reverb_level)  # fmt: skip
+                                 effects.reverb_width, effects.reverb_level, effects_chunk)  # fmt: skip
             self.chorus = Chorus(self.sample_rate, self.block_size, effects.chorus_level)
             self._sends = SendBuses(self.block_size, NUM_CHANNELS)
         self._scratch = MixScratch(self.block_size)
