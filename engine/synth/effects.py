@@ -387,6 +387,14 @@ class Reverb:
         if self._fading:
             self.clear()
             self._applied_level = self.level
+        elif not _quiet(wet, frames) or (send is not None and not _quiet(send, frames)):
+            self._quiet_frames = 0
+        else:
+            self._quiet_frames += frames
+            if self._quiet_frames >= self._longest_path + self.predelay:
+                # Below -140 dBFS in and out for longer than any path through the reverb: stop
+                # before the tail decays into denormals (the state is zeroed, so it never will).
+                self.clear()
 
     def _wake(self) -> None:
         # The state is silent; restart the buffers with a pre-delay of silence ahead of the output.
@@ -433,19 +441,8 @@ class Reverb:
             _move_to_start(self._output, self._out_read, self._out_write)
             self._out_write -= self._out_read
             self._out_read = 0
-        wet = result[:2]
-        np.copyto(self._output[:, self._out_write : self._out_write + m], wet)
+        np.copyto(self._output[:, self._out_write : self._out_write + m], result[:2])
         self._out_write += m
-        if not _quiet(wet, m) or not _quiet(send, m):
-            self._quiet_frames = 0
-        else:
-            self._quiet_frames += m
-            if self._quiet_frames >= self._longest_path:
-                # Below -140 dBFS in and out: stop before the tail decays into denormals. What is
-                # left in the output buffer is as quiet and still plays out.
-                for rows in (*self._diffusers, self._lines):
-                    rows.clear()
-                self.idle = True
 
 
 def _move_to_start(buffer: np.ndarray, start: int, stop: int) -> None:
