@@ -19,7 +19,14 @@ from engine.synth.channel import VIBRATO_HZ, ChannelState
 from engine.synth.effects import Chorus, EffectsSettings, Reverb
 from engine.synth.mixer import SendBuses, SoftLimiter
 from engine.synth.sample import NoteSample
-from engine.synth.voice import MixScratch, Patch, Voice, VoiceState, semitones_to_rate
+from engine.synth.voice import (
+    STEAL_FADE_SECONDS,
+    MixScratch,
+    Patch,
+    Voice,
+    VoiceState,
+    semitones_to_rate,
+)
 
 NUM_CHANNELS = 16
 CC_BANK_MSB, CC_MODULATION, CC_DATA_MSB, CC_VOLUME, CC_PAN, CC_EXPRESSION = 0, 1, 6, 7, 10, 11
@@ -82,6 +89,7 @@ class Synth:
                                  effects.reverb_width, effects.reverb_level, effects_chunk)  # fmt: skip
             self.chorus = Chorus(self.sample_rate, self.block_size, effects.chorus_level)
             self._sends = SendBuses(self.block_size, NUM_CHANNELS)
+        self._sends_muted = 0  # frames left in which no channel sends (voices fading after all sound off)
         self._scratch = MixScratch(self.block_size)
         self._increments = np.empty(self.block_size, np.float64)
         self._serial = 0
@@ -221,7 +229,8 @@ class Synth:
         """Silence ``channel`` (all if ``None``) within the steal fade, ignoring envelopes and pedals.
 
         For all channels the reverb and chorus tails are faded out over the next block too
-        (they are shared, so one channel's all-sound-off leaves them ringing)."""
+        (they are shared, so one channel's all-sound-off leaves them ringing), and the voices
+        fading out send them nothing, so no new tail starts."""
         for voice in self.voices:
             if voice.state not in (VoiceState.FREE, VoiceState.STOLEN) and (
                 channel is None or voice.channel == channel
@@ -232,6 +241,7 @@ class Synth:
             for effect in (self.reverb, self.chorus):
                 if effect is not None:
                     effect.fade_out()
+            self._sends_muted = 2 * int(STEAL_FADE_SECONDS * self.sample_rate) + 1
 
     def release_all(self) -> None:
         """Release every voice now, pedals included (end of a file)."""
@@ -336,8 +346,10 @@ class Synth:
 
     def _begin_sends(self, sends: SendBuses, n: int) -> None:
         # An effect at level 0 is off: its sends count as 0, so those channels play dry.
-        reverb_on = self.reverb is not None and self.reverb.level > 0.0
-        chorus_on = self.chorus is not None and self.chorus.level > 0.0
+        muted = self._sends_muted > 0
+        self._sends_muted = max(0, self._sends_muted - n)
+        reverb_on = self.reverb is not None and self.reverb.level > 0.0 and not muted
+        chorus_on = self.chorus is not None and self.chorus.level > 0.0 and not muted
         for number, state in enumerate(self.channels):
             sends.reverb_to[number] = state.reverb_send / 127.0 if reverb_on else 0.0
             sends.chorus_to[number] = state.chorus_send / 127.0 if chorus_on else 0.0
