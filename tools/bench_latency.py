@@ -115,7 +115,9 @@ def uncached_notes(count: int) -> list[tuple[int, int]]:
 def measure_latency(server, work: Path, args, source: str, rate: int, results: dict) -> None:
     """Latency of cached and uncached notes, MIDI and OSC, into ``results``."""
     # Cached: the preset's range at velocity 100 is generated ahead before measuring.
-    engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", source=source)
+    # Dry: the onset is the first non-zero sample, which a reverb tail of the last note would hide.
+    dry = ("--no-reverb", "--no-chorus")
+    engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", *dry, source=source)
     try:
         engine.wait_ready(timeout=3600)
         probe = JackProbe(server, seconds=30).start()
@@ -134,7 +136,7 @@ def measure_latency(server, work: Path, args, source: str, rate: int, results: d
     # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
     (work / "cold").mkdir()
     engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
-                          "--no-precompute", source=source)  # fmt: skip
+                          "--no-precompute", *dry, source=source)  # fmt: skip
     try:
         engine.wait_ready(timeout=3600)
         probe = JackProbe(server, seconds=30).start()
