@@ -37,7 +37,7 @@ REVERB_LINES = 8
 LINE_MS = (31.0, 34.9, 39.2, 44.1, 49.6, 55.8, 62.7, 70.6)
 #: Time spread (ms) of each input diffusion stage; each stage delays every channel by a
 #: different amount inside its span and mixes them with an orthogonal matrix.
-DIFFUSER_MS = (5.0, 11.0, 23.0)
+DIFFUSER_MS = (5.0, 11.0, 23.0)  # (three: Reverb._step is written out for three)
 #: The reverb's pre-delay (ms): the wet sound starts this long after what is sent, as the first
 #: reflections of a hall do. It also lets the reverb work in chunks of a fixed length, however
 #: the caller's blocks are cut, with no latency beyond it.
@@ -55,8 +55,12 @@ REVERB_OUTPUT_GAIN = 0.47
 #: Share of the wet reverb taken from the diffuser (the first 40 ms) rather than the network.
 EARLY_SHARE = 0.5
 
-#: Chorus voices: (input/output side 0 = left 1 = right, centre delay ms, LFO Hz, LFO phase in turns).
-CHORUS_VOICES = ((0, 13.0, 0.31, 0.0), (1, 15.0, 0.37, 0.25), (0, 18.0, 0.43, 0.5), (1, 20.0, 0.29, 0.75))
+#: Chorus voices: (input/output side 0 = left 1 = right, centre delay ms, LFO Hz, LFO phase in
+#: turns), left ones first.
+CHORUS_VOICES = ((0, 13.0, 0.31, 0.0), (0, 18.0, 0.43, 0.5), (1, 15.0, 0.37, 0.25), (1, 20.0, 0.29, 0.75))
+#: The chorus's delays move along straight lines over pieces of at most this many frames (the
+#: LFOs are slow: at 512 frames the line is within 0.02 frames of the sine).
+CHORUS_PIECE = 512
 #: Peak swing of each chorus voice's delay (ms): about 10 cents of pitch wobble at these rates.
 CHORUS_DEPTH_MS = 2.5
 
@@ -258,10 +262,17 @@ class Reverb:
         self._matrix = np.zeros((n + 2, 3 * n), np.float32)
         self._tap_now = [0.0] * n
         self._tap_before = [0.0] * n
-        self._stack = np.zeros(3 * n * m, np.float32)  # [3N, m], contiguous
-        self._result = np.zeros((n + 2) * m, np.float32)
-        self._channels = np.zeros(n * m, np.float32)
+        # Every step is one chunk long, so its scratch is laid out once: 1-D for the gathers, 2-D
+        # views of the same memory for the products.
+        self._stack = np.zeros(3 * n * m, np.float32)  # the lines, their FIR taps, the diffused input
+        self._stack_2d = self._stack.reshape(3 * n, m)
+        self._diffused = self._stack[2 * n * m :]
+        self._result = np.zeros((n + 2, m), np.float32)
+        self._feedback_rows = self._result[2:]
+        self._wet_rows = self._result[:2]
+        self._channels = np.zeros((n, m), np.float32)
         self._gathered = np.zeros(n * m, np.float32)
+        self._gathered_2d = self._gathered.reshape(n, m)
         # Input not yet processed, and wet output not yet played (the pre-delay's worth and more):
         # linear buffers, moved back to their start when full.
         self._input = np.zeros((2, 2 * (self.block_size + m) + 8192), np.float32)
@@ -374,7 +385,8 @@ class Reverb:
         self._out_read += frames
         level, start = (0.0 if self._fading else self.level), self._applied_level
         if start == level:
-            wet *= np.float32(level)
+            if level != 1.0:
+                wet *= np.float32(level)
         else:
             curve = self._curve[:frames]
             np.multiply(self._ramp[:frames], np.float32((level - start) / frames), out=curve)
@@ -413,35 +425,34 @@ class Reverb:
         self._in_write += frames
 
     def _step(self, send: np.ndarray, m: int) -> None:
-        """One chunk of ``m`` frames through the reverb; its wet output goes to the output buffer."""
-        n = REVERB_LINES
-        stack = self._stack[: 3 * n * m]
-        channels = self._channels[: n * m].reshape(n, m)
-        gathered = self._gathered[: n * m]
+        """One chunk (``m`` = ``self.chunk`` frames) through the reverb; its wet output goes to the output buffer."""
         # Diffuser: each stage stores its input, gathers every channel at its own delay and mixes
         # them; the last stage's gathered channels go to the stack's third part unmixed (its mix
         # is folded into the network's matrix).
-        source = send
-        last = len(self._diffusers) - 1
-        for index, stage in enumerate(self._diffusers):
-            stage.write(source)
-            stage.gather(m, stack[2 * n * m :] if index == last else gathered)
-            stage.advance(m)
-            if index < last:
-                np.matmul(self._stage_mix[index], gathered.reshape(n, m), out=channels)
-                source = channels
+        first, second, third = self._diffusers
+        gathered, channels = self._gathered, self._channels
+        first.write(send)
+        first.gather(m, gathered)
+        first.advance(m)
+        np.matmul(self._stage_mix[0], self._gathered_2d, out=channels)
+        second.write(channels)
+        second.gather(m, gathered)
+        second.advance(m)
+        np.matmul(self._stage_mix[1], self._gathered_2d, out=channels)
+        third.write(channels)
+        third.gather(m, self._diffused)
+        third.advance(m)
         # Network: the lines' outputs and their FIR taps, then one product for everything.
         lines = self._lines
-        lines.gather(m, stack)
-        result = self._result[: (n + 2) * m].reshape(n + 2, m)
-        np.matmul(self._matrix, stack.reshape(3 * n, m), out=result)
-        lines.write(result[2:])
+        lines.gather(m, self._stack)
+        np.matmul(self._matrix, self._stack_2d, out=self._result)
+        lines.write(self._feedback_rows)
         lines.advance(m)
         if self._out_write + m > self._output.shape[1]:
             _move_to_start(self._output, self._out_read, self._out_write)
             self._out_write -= self._out_read
             self._out_read = 0
-        np.copyto(self._output[:, self._out_write : self._out_write + m], result[:2])
+        np.copyto(self._output[:, self._out_write : self._out_write + m], self._wet_rows)
         self._out_write += m
 
 
@@ -467,9 +478,9 @@ class Chorus:
     drift against each other and against the dry signal. No feedback: the chorus goes idle
     (costs nothing) once its input has been silent for its longest delay.
 
-    The read positions of all voices for a block are one small matrix product: each voice's
-    sine is ``sin(p) cos(wt) + cos(p) sin(wt)``, so a table of ``cos(wt)``, ``sin(wt)``, ``t``
-    and 1 times a per-block coefficient matrix gives them, with no per-voice loop.
+    The LFOs are slow, so over a piece of at most ``CHORUS_PIECE`` frames each voice's delay
+    moves along a straight line from its sine's value at the start to its value at the end;
+    all voices' read positions for a piece are then one ``[voices, 2] @ [2, m]`` product.
 
     Args:
         sample_rate: frames per second.
@@ -479,40 +490,34 @@ class Chorus:
 
     def __init__(self, sample_rate: int, block_size: int, level: float = 1.0) -> None:
         self.sample_rate = int(sample_rate)
-        m = int(block_size)
-        self.block_size = m
+        self.block_size = int(block_size)
+        m = min(self.block_size, CHORUS_PIECE)
         voices = len(CHORUS_VOICES)
         self._voices = voices
         ms = self.sample_rate / 1000
         self._depth = CHORUS_DEPTH_MS * ms
-        self._history = int(math.ceil(max(v[1] for v in CHORUS_VOICES) * ms + self._depth)) + 2
-        self._rows = _DelayRows(2, [], m, reach=self._history)
+        self._centre = [v[1] * ms for v in CHORUS_VOICES]
+        self._history = int(math.ceil(max(self._centre) + self._depth)) + 2
+        self._rows = _DelayRows(2, [], self.block_size, reach=self._history)
         self._flat = self._rows.flat
+        self._left_voices = sum(1 for v in CHORUS_VOICES if v[0] == 0)
         self._omega = [2 * math.pi * v[2] / self.sample_rate for v in CHORUS_VOICES]
         self._phase = [2 * math.pi * v[3] for v in CHORUS_VOICES]
-        t = np.arange(m, dtype=np.float64)
-        self._basis = np.zeros((2 * voices + 2, m), np.float64)
-        for v, omega in enumerate(self._omega):
-            self._basis[2 * v] = np.cos(omega * t)
-            self._basis[2 * v + 1] = np.sin(omega * t)
-        self._basis[2 * voices] = t
-        self._basis[2 * voices + 1] = 1.0
-        self._coef = np.zeros((voices, 2 * voices + 2), np.float64)
-        self._coef[:, 2 * voices] = 1.0
+        self._line = np.zeros((voices, 2), np.float32)  # per voice: read position at frame 0, step per frame
+        self._frames = np.stack([np.ones(m), np.arange(m)]).astype(np.float32)
         self._mix = np.zeros((2, voices), np.float32)
-        per_side = [sum(1 for v in CHORUS_VOICES if v[0] == side) for side in (0, 1)]
         for index, voice in enumerate(CHORUS_VOICES):
-            self._mix[voice[0], index] = 1.0 / math.sqrt(per_side[voice[0]])
-        self._position = np.zeros(voices * m, np.float64)
-        self._floor = np.zeros(voices * m, np.float64)
-        self._frac = np.zeros(voices * m, np.float32)
+            side = voice[0]
+            self._mix[side, index] = 1.0 / math.sqrt(self._left_voices if side == 0 else voices - self._left_voices)
+        self._position = np.zeros(voices * m, np.float32)
+        self._whole = np.zeros(voices * m, np.float32)
         self._index = np.zeros(voices * m, np.intp)
         self._taps = np.zeros(voices * m, np.float32)
         self._next = np.zeros(voices * m, np.float32)
         self._wet = np.zeros(2 * m, np.float32)
-        self._ramp = np.arange(1, m + 1, dtype=np.float32)
-        self._curve = np.zeros(m, np.float32)
-        self._silence = np.zeros((2, m), np.float32)
+        self._ramp = np.arange(1, self.block_size + 1, dtype=np.float32)
+        self._curve = np.zeros(self.block_size, np.float32)
+        self._silence = np.zeros((2, self.block_size), np.float32)
         self._quiet_frames = self._history
         self._fading = False
         self.idle = True
@@ -536,6 +541,7 @@ class Chorus:
         Args:
             send: float32 ``[2, >= frames]`` input, or ``None`` for silence.
             out: float32 ``[2, >= frames]``, added to.
+            frames: at most ``block_size``.
         """
         level, start_level = (0.0 if self._fading else self.level), self._applied_level
         self._applied_level = level
@@ -545,7 +551,7 @@ class Chorus:
             self.clear()
             self._applied_level = self.level
             return
-        if send is None or _quiet(send, frames):
+        if send is None:  # (input that is sent counts as sound: without feedback, zeros stay zeros)
             if self.idle:
                 return
             # Every voice reads at most `history` frames back: after that much silence, so is the output.
@@ -560,43 +566,49 @@ class Chorus:
 
     def _process(self, send: np.ndarray | None, out: np.ndarray, frames: int, start_level: float,
                  level: float) -> None:  # fmt: skip
-        m, voices = frames, self._voices
         rows = self._rows
-        rows.write(self._silence[:, :m] if send is None else send[:, :m])
-        head = rows.head
-        coef = self._coef
-        for v, voice in enumerate(CHORUS_VOICES):
-            phase = self._phase[v]
-            coef[v, 2 * v] = -self._depth * math.sin(phase)
-            coef[v, 2 * v + 1] = -self._depth * math.cos(phase)
-            coef[v, 2 * voices + 1] = voice[0] * rows.pitch + head - voice[1] * self.sample_rate / 1000
-            self._phase[v] = (phase + self._omega[v] * m) % (2 * math.pi)
-        position = self._position[: voices * m]
-        np.matmul(coef, self._basis[:, :m], out=position.reshape(voices, m))
-        floor = self._floor[: voices * m]
-        np.floor(position, out=floor)
-        np.subtract(position, floor, out=position)
-        frac = self._frac[: voices * m]
-        np.copyto(frac, position, casting="same_kind")
+        rows.write(self._silence[:, :frames] if send is None else send[:, :frames])
+        done = 0
+        while done < frames:
+            m = min(frames - done, CHORUS_PIECE)
+            wet = self._piece(rows.head + done, m)
+            if start_level == level:
+                if level != 1.0:
+                    wet *= np.float32(level)
+            else:
+                curve = self._curve[:m]
+                np.multiply(self._ramp[done : done + m], np.float32((level - start_level) / frames), out=curve)
+                curve += np.float32(start_level)
+                wet[0] *= curve  # row by row: a broadcast curve would make numpy buffer
+                wet[1] *= curve
+            out[0, done : done + m] += wet[0]  # row by row: numpy buffers 2-D operands of unlike layouts
+            out[1, done : done + m] += wet[1]
+            done += m
+        rows.advance(frames)
+
+    def _piece(self, start: int, m: int) -> np.ndarray:
+        """The wet ``[2, m]`` for frames ``start ..`` of the input rows (within the block just written)."""
+        voices, line = self._voices, self._line
+        for v in range(voices):
+            phase, omega = self._phase[v], self._omega[v]
+            delay_start = self._centre[v] + self._depth * math.sin(phase)
+            delay_end = self._centre[v] + self._depth * math.sin(phase + omega * m)
+            line[v, 0] = start - delay_start
+            line[v, 1] = 1.0 - (delay_end - delay_start) / m
+            self._phase[v] = (phase + omega * m) % (2 * math.pi)
+        position, whole = self._position[: voices * m], self._whole[: voices * m]
+        np.matmul(line, self._frames[:, :m], out=position.reshape(voices, m))
+        np.modf(position, out=(position, whole))  # the fraction, and the frame it follows
         index = self._index[: voices * m]
-        np.copyto(index, floor, casting="unsafe")
+        np.copyto(index, whole, casting="unsafe")
+        index[self._left_voices * m :] += self._rows.pitch  # the right-hand voices read the second row
         taps, following = self._taps[: voices * m], self._next[: voices * m]
         self._flat.take(index, out=taps, mode="clip")
         index += 1
         self._flat.take(index, out=following, mode="clip")
-        following -= taps
-        following *= frac
+        following -= taps  # linear interpolation: taps + fraction * (next - taps)
+        following *= position
         taps += following
         wet = self._wet[: 2 * m].reshape(2, m)
         np.matmul(self._mix, taps.reshape(voices, m), out=wet)
-        if start_level == level:
-            wet *= np.float32(level)
-        else:
-            curve = self._curve[:m]
-            np.multiply(self._ramp[:m], np.float32((level - start_level) / m), out=curve)
-            curve += np.float32(start_level)
-            wet[0] *= curve
-            wet[1] *= curve
-        out[0, :m] += wet[0]  # row by row: numpy buffers 2-D operands of unlike layouts
-        out[1, :m] += wet[1]
-        rows.advance(m)
+        return wet

@@ -118,6 +118,7 @@ class SendBuses:
     def __init__(self, block_size: int, channels: int = 16) -> None:
         self.block_size = int(block_size)
         self._groups = np.zeros((channels, 2, self.block_size), np.float32)
+        self._group_views = list(self._groups)
         self.reverb = np.zeros((2, self.block_size), np.float32)
         self.chorus = np.zeros((2, self.block_size), np.float32)
         #: Whether the reverb / chorus bus received anything this block (else it holds stale data).
@@ -163,13 +164,13 @@ class SendBuses:
                     self._keys[group] = key
                     self._groups[group, :, : self._frames] = 0.0
             self._group_of[channel] = group
-        return dry if group < 0 else self._groups[group]
+        return dry if group < 0 else self._group_views[group]
 
     def finish(self, dry: np.ndarray) -> None:
         """Add every group to ``dry`` and, scaled by its sends, to the send buses; end the block."""
         n = self._frames
         for group in range(self._used):
-            buffer = self._groups[group, :, :n]
+            buffer = self._group_views[group][:, :n]
             dry[0, :n] += buffer[0]  # row by row: numpy buffers 2-D operands of unlike layouts
             dry[1, :n] += buffer[1]
             reverb_from, reverb_to, chorus_from, chorus_to = self._keys[group]

@@ -90,6 +90,8 @@ class Synth:
             self.chorus = Chorus(self.sample_rate, self.block_size, effects.chorus_level)
             self._sends = SendBuses(self.block_size, NUM_CHANNELS)
         self._sends_muted = 0  # frames left in which no channel sends (voices fading after all sound off)
+        self._bus_of: list[np.ndarray | None] = [None] * NUM_CHANNELS
+        self._no_buses: list[np.ndarray | None] = [None] * NUM_CHANNELS
         self._scratch = MixScratch(self.block_size)
         self._increments = np.empty(self.block_size, np.float64)
         self._serial = 0
@@ -308,13 +310,19 @@ class Synth:
             raise ValueError(f"block of {n} frames > block_size {self.block_size}")
         out[:, :n] = 0.0
         sends = self._sends
+        bus_of = self._bus_of  # each channel's buffer this block, found at its first voice
         if sends is not None:
             self._begin_sends(sends, n)
+            bus_of[:] = self._no_buses
         for voice in self.voices:
             if voice.state == VoiceState.FREE:
                 continue
             state = self.channels[voice.channel]
-            bus = out if sends is None else sends.bus_for(voice.channel, out)
+            bus = out
+            if sends is not None:
+                bus = bus_of[voice.channel]
+                if bus is None:
+                    bus = bus_of[voice.channel] = sends.bus_for(voice.channel, out)
             left, right = state.gains()
             was_counted = voice.state != VoiceState.STOLEN
             increments = None
