@@ -59,7 +59,7 @@ EARLY_SHARE = 0.5
 #: turns), left ones first.
 CHORUS_VOICES = ((0, 13.0, 0.31, 0.0), (0, 18.0, 0.43, 0.5), (1, 15.0, 0.37, 0.25), (1, 20.0, 0.29, 0.75))
 #: The chorus's delays move along straight lines over pieces of at most this many frames (the
-#: LFOs are slow: at 512 frames the line is within 0.02 frames of the sine).
+#: LFOs are slow: over 512 frames the line stays within 0.015 frames of the sine at 44.1 kHz).
 CHORUS_PIECE = 512
 #: Peak swing of each chorus voice's delay (ms): about 10 cents of pitch wobble at these rates.
 CHORUS_DEPTH_MS = 2.5
