@@ -23,6 +23,13 @@ MARS model) or another ``module:factory`` is given.
     python tools/bench_latency.py                       # the full run: 200 notes each, 10 min with 64 voices
     python tools/bench_latency.py --notes 60 --long 60  # shortened
     python tools/bench_latency.py --long-only --long 30 # only the long runs (effects on, then off)
+    python tools/bench_latency.py --in-process          # the callback alone, effects on and off interleaved
+
+``--in-process`` needs no JACK: it calls the audio callback object (``BlockRenderer``) directly,
+128-frame blocks at 48 kHz with 64 voices held, alternating block by block between an engine
+with the effects on (reverb; chorus sent CC93 64) and one with them off, so a busy spell of
+the machine weighs on both alike. It reports the callback's own statistic (time as a share
+of the block, median and p99), without the thread wake-ups of a real stream.
 """
 
 from __future__ import annotations
@@ -189,6 +196,47 @@ def long_run(server, work: Path, args, source: str, rate: int, effects: str) -> 
         engine.stop()
 
 
+def in_process(voices: int, blocks: int, rate: int = 48000, block: int = 128) -> dict:
+    """The audio callback's share of a block with ``voices`` held, effects on and off, interleaved."""
+    from test_engine_harmonic_source import HarmonicNoteSource
+
+    from engine.live.renderer import BlockRenderer
+    from engine.synth import Patch, Synth, prepare_note
+    from engine.synth.effects import DRY, EffectsSettings
+    from mars_model.api import NoteRequest
+
+    pitches = list(range(36, 36 + voices))
+    waves = HarmonicNoteSource().generate([NoteRequest(48, p, 100) for p in pitches])
+    notes = [prepare_note(w, 16000, rate, p) for p, w in zip(pitches, waves, strict=True)]
+
+    class Flags:
+        output_underflow = False
+
+    renderers = {}
+    for name, effects in (("on", EffectsSettings()), ("off", DRY)):
+        synth = Synth(rate, voices, 1024, 0.5, effects, block)
+        synth.control_change(0, 93, 64)  # the chorus too (CC91 is 40 from power-on)
+        for pitch, note in zip(pitches, notes, strict=True):
+            synth.note_on(0, pitch, 100, note, Patch())
+        renderers[name] = BlockRenderer(synth)
+    out = np.zeros((block, 2), np.float32)
+    for _ in range(200):  # warm up, and past the notes' attacks
+        for renderer in renderers.values():
+            renderer(out, block, None, Flags())
+    for renderer in renderers.values():
+        renderer.blocks = 0
+    for _ in range(blocks):
+        for renderer in renderers.values():
+            renderer(out, block, None, Flags())
+    results = {}
+    for name, renderer in renderers.items():
+        median, p99 = renderer.callback_share()
+        results[f"callback_share_effects_{name}"] = {"median": round(median, 4), "p99": round(p99, 4)}
+    results.update(voices=voices, blocks=min(blocks, 4096), block=block, rate=rate,
+                   load_average=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
@@ -200,8 +248,16 @@ def main() -> None:
     parser.add_argument("--effects", choices=["on", "off", "both"], default="both",
                         help="long run with reverb and chorus on, off, or one of each (default both)")  # fmt: skip
     parser.add_argument("--long-only", action="store_true", help="skip the latency measurements")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no JACK: the callback alone, effects on and off interleaved (see above)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.in_process:
+        results = in_process(args.voices, 4096)
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     source = "" if args.note_source == "model" else args.note_source
     rate = 48000
     results: dict = {"period": args.period, "rate": rate, "preset": args.preset, "note_source": args.note_source or "model"}

@@ -55,8 +55,7 @@ REVERB_OUTPUT_GAIN = 0.47
 #: Share of the wet reverb taken from the diffuser (the first 40 ms) rather than the network.
 EARLY_SHARE = 0.5
 
-#: Chorus voices: (input/output side 0 = left 1 = right, centre delay ms, LFO Hz, LFO phase in
-#: turns), left ones first.
+#: Chorus voices: (input/output side 0 = left 1 = right, centre delay ms, LFO Hz, LFO phase in turns).
 CHORUS_VOICES = ((0, 13.0, 0.31, 0.0), (0, 18.0, 0.43, 0.5), (1, 15.0, 0.37, 0.25), (1, 20.0, 0.29, 0.75))
 #: The chorus's delays move along straight lines over pieces of at most this many frames (the
 #: LFOs are slow: over 512 frames the line stays within 0.015 frames of the sine at 44.1 kHz).
@@ -118,13 +117,17 @@ class _DelayRows:
         taps: ``(row, delay)`` pairs, delays in frames (>= 0).
         block: the largest ``m``.
         reach: frames of history to keep (default: the longest tap).
+        slack: frames written between two moves back to the start (default: plenty).
     """
 
-    def __init__(self, rows: int, taps: list[tuple[int, int]], block: int, reach: int = 0) -> None:
+    def __init__(self, rows: int, taps: list[tuple[int, int]], block: int, reach: int = 0,
+                 slack: int | None = None) -> None:  # fmt: skip
         self.taps = [(int(r), int(d)) for r, d in taps]
         self.reach = max([reach] + [d for _, d in self.taps])
         self.block = int(block)
-        self.pitch = self.reach + self.block + max(4 * self.reach, 8192)
+        # Frames written between moves (the move copies `reach` frames per row).
+        slack = max(4 * self.reach, 8192, self.block) if slack is None else int(slack)
+        self.pitch = self.reach + self.block + slack
         self.rows = np.zeros((rows, self.pitch), np.float32)
         self.flat = self.rows.reshape(-1)
         self.head = self.reach
@@ -498,7 +501,9 @@ class Chorus:
         self._depth = CHORUS_DEPTH_MS * ms
         self._centre = [v[1] * ms for v in CHORUS_VOICES]
         self._history = int(math.ceil(max(self._centre) + self._depth)) + 2
-        self._rows = _DelayRows(2, [], self.block_size, reach=self._history)
+        # Short rows, so read positions (row offset included) stay under 16384 up to 48 kHz and float32 keeps
+        # their fraction to a thousandth of a frame.
+        self._rows = _DelayRows(2, [], self.block_size, reach=self._history, slack=2 * self._history)
         self._flat = self._rows.flat
         self._left_voices = sum(1 for v in CHORUS_VOICES if v[0] == 0)
         self._omega = [2 * math.pi * v[2] / self.sample_rate for v in CHORUS_VOICES]
@@ -511,9 +516,8 @@ class Chorus:
             self._mix[side, index] = 1.0 / math.sqrt(self._left_voices if side == 0 else voices - self._left_voices)
         self._position = np.zeros(voices * m, np.float32)
         self._whole = np.zeros(voices * m, np.float32)
-        self._index = np.zeros(voices * m, np.intp)
-        self._taps = np.zeros(voices * m, np.float32)
-        self._next = np.zeros(voices * m, np.float32)
+        self._index = np.zeros(2 * voices * m, np.intp)  # each read's frame, then the frame after it
+        self._taps = np.zeros(2 * voices * m, np.float32)
         self._wet = np.zeros(2 * m, np.float32)
         self._ramp = np.arange(1, self.block_size + 1, dtype=np.float32)
         self._curve = np.zeros(self.block_size, np.float32)
@@ -589,23 +593,24 @@ class Chorus:
     def _piece(self, start: int, m: int) -> np.ndarray:
         """The wet ``[2, m]`` for frames ``start ..`` of the input rows (within the block just written)."""
         voices, line = self._voices, self._line
-        for v in range(voices):
+        pitch = self._rows.pitch
+        for v, voice in enumerate(CHORUS_VOICES):
             phase, omega = self._phase[v], self._omega[v]
             delay_start = self._centre[v] + self._depth * math.sin(phase)
             delay_end = self._centre[v] + self._depth * math.sin(phase + omega * m)
-            line[v, 0] = start - delay_start
+            line[v, 0] = voice[0] * pitch + start - delay_start  # in the flat buffer: its side's row
             line[v, 1] = 1.0 - (delay_end - delay_start) / m
             self._phase[v] = (phase + omega * m) % (2 * math.pi)
-        position, whole = self._position[: voices * m], self._whole[: voices * m]
+        reads = voices * m
+        position, whole = self._position[:reads], self._whole[:reads]
         np.matmul(line, self._frames[:, :m], out=position.reshape(voices, m))
         np.modf(position, out=(position, whole))  # the fraction, and the frame it follows
-        index = self._index[: voices * m]
-        np.copyto(index, whole, casting="unsafe")
-        index[self._left_voices * m :] += self._rows.pitch  # the right-hand voices read the second row
-        taps, following = self._taps[: voices * m], self._next[: voices * m]
-        self._flat.take(index, out=taps, mode="clip")
-        index += 1
-        self._flat.take(index, out=following, mode="clip")
+        index = self._index[: 2 * reads]
+        np.copyto(index[:reads], whole, casting="unsafe")
+        np.add(index[:reads], 1, out=index[reads:])
+        both = self._taps[: 2 * reads]
+        self._flat.take(index, out=both, mode="clip")
+        taps, following = both[:reads], both[reads:]
         following -= taps  # linear interpolation: taps + fraction * (next - taps)
         following *= position
         taps += following
