@@ -295,7 +295,9 @@ def test_render_with_effects_allocates_no_arrays(note60):
     tracemalloc.start()
     baseline, _ = tracemalloc.get_traced_memory()
     tracemalloc.reset_peak()
-    for _ in range(5):
+    for repeat in range(5):
+        synth.set_effect("reverb_time", 1.5 + repeat)  # as the audio callback applies /mars/param/reverb_time
+        synth.set_effect("reverb", 0.8 + 0.1 * repeat)
         for n in (frames, 1000, 128):
             synth.render(block, n)
     _, peak = tracemalloc.get_traced_memory()

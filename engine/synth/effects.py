@@ -15,11 +15,10 @@ they are), element-wise work on many rows uses 1-D views of contiguous scratch, 
 arrays are added row by row.
 
 A recursive filter cannot be run sample by sample in numpy, so the reverb is built so that a
-block never needs its own output: every feedback path is longer than the block (blocks longer
-than the shortest loop are cut into sub-blocks), and the loop filters that make highs die
-sooner are two-tap FIRs read from the delay lines' past, not one-pole IIRs; the taps, the
-feedback matrix, the output taps and the input injection are one matrix, so a sub-block's
-whole network is one matrix product.
+step never needs its own output: it works in chunks no longer than its shortest feedback
+loop, and the loop filters that make highs die sooner are two-tap FIRs read from the delay
+lines' past, not one-pole IIRs; the taps, the feedback matrix, the output taps and the input
+injection are one matrix, so a chunk's whole network is one matrix product.
 """
 
 from __future__ import annotations
@@ -259,9 +258,10 @@ class Reverb:
         # Output sign patterns: two rows of a Hadamard matrix each, for the network and the diffuser.
         self._late_taps = _hadamard(n)[rng.permutation(n)[:2]] * rng.choice([-1.0, 1.0], n) / math.sqrt(n)
         self._early_taps = _hadamard(n)[rng.permutation(n)[:2]] * rng.choice([-1.0, 1.0], n) / math.sqrt(n)
-        # One product does a sub-block: rows 0-1 are the wet output, rows 2.. the lines' next
-        # input; columns are the lines' outputs, the same one FIR tap later, then the last
-        # diffuser stage's channels. The FIR's coefficients and that stage's mix are folded in.
+        # One product does a chunk: rows 0-1 are the wet output, rows 2.. the lines' next input;
+        # columns are the lines' outputs, the same outputs k frames earlier (the FIR's second
+        # tap), then the last diffuser stage's channels. The FIR's coefficients and that
+        # stage's mix are folded in.
         self._matrix = np.zeros((n + 2, 3 * n), np.float32)
         self._tap_now = [0.0] * n
         self._tap_before = [0.0] * n
@@ -300,12 +300,12 @@ class Reverb:
     def set_time(self, time: float) -> None:
         """Set the RT60 in seconds (allocates no arrays; safe between blocks)."""
         self.time = float(time)
-        self._update_matrix()
+        self._update_loop_gains()
 
     def set_damping(self, damping: float) -> None:
         """Set the damping 0..1 (allocates no arrays)."""
         self.damping = float(damping)
-        self._update_matrix()
+        self._update_loop_gains()
 
     def set_width(self, width: float) -> None:
         """Set the stereo width 0..1 (allocates no arrays)."""
@@ -313,44 +313,53 @@ class Reverb:
         self._update_matrix()
 
     def _update_matrix(self) -> None:
-        """Fill the network's matrix from time, damping and width (Python floats only).
+        """Fill the network's matrix: what each row takes from the lines and from the diffuser
+        (from the width), then the lines' columns scaled by their FIR taps (Python floats only)."""
+        n = REVERB_LINES
+        same, cross = (1.0 + self.width) / 2.0, (1.0 - self.width) / 2.0
+        late_gain = REVERB_OUTPUT_GAIN * math.sqrt(1.0 - EARLY_SHARE)
+        early_gain = REVERB_OUTPUT_GAIN * math.sqrt(EARLY_SHARE)
+        late, early = self._late_taps, self._early_taps
+        last_mix = self._stage_mix[-1]
+        self._line_weights = []
+        for row in range(n + 2):
+            if row < 2:
+                side, other = row, 1 - row
+                lines = [late_gain * (same * late[side, i] + cross * late[other, i]) for i in range(n)]
+                diffused = [early_gain * (same * early[side, i] + cross * early[other, i]) for i in range(n)]
+            else:
+                lines = [float(self._feedback[row - 2, i]) for i in range(n)]
+                diffused = [1.0 if row - 2 == i else 0.0 for i in range(n)]
+            self._line_weights.append(lines)
+            for i in range(n):  # the last diffuser stage's mix, folded in
+                self._matrix[row, 2 * n + i] = sum(diffused[c] * float(last_mix[c, i]) for c in range(n))
+        self._update_loop_gains()
+
+    def _update_loop_gains(self) -> None:
+        """Set the FIR taps from time and damping into the matrix's line columns.
 
         Line ``i``, ``d`` frames long (plus half the FIR's spacing ``k``, its delay at low
         frequencies), needs a loop gain ``g = 10 ** (-3 d / (rate * time))`` to fall 60 dB in
         ``time``. Its FIR ``b x[t] + a x[t - k]`` has gain ``a + b`` at DC and ``b - a`` at
-        ``rate / 2k`` (the top of the band at 48 kHz); both are set from the RT60 wanted there,
-        ``time`` at DC and ``time * (1 - 0.9 * damping)`` at the top, so every line falls at
-        the same rate at both ends and in between the response follows ``cos``.
+        ``rate / 2k`` (the top of the band up to 48 kHz); both are set from the RT60 wanted
+        there, ``time`` at DC and ``time * (1 - 0.9 * damping)`` at the top, so every line falls
+        at the same rate at both ends; in between, the squared gain follows a cosine.
         """
         n = REVERB_LINES
         rate, k = self.sample_rate, self._spacing
         top_time = self.time * (1.0 - 0.9 * self.damping)
+        now, before = self._tap_now, self._tap_before
         for i, d in enumerate(self.delays):
             loop = d + k / 2
             low = 10.0 ** (-3.0 * loop / (rate * self.time))
             high = 10.0 ** (-3.0 * loop / (rate * top_time))
-            self._tap_now[i] = (low + high) / 2.0
-            self._tap_before[i] = (low - high) / 2.0
-        same, cross = (1.0 + self.width) / 2.0, (1.0 - self.width) / 2.0
-        late_gain = REVERB_OUTPUT_GAIN * math.sqrt(1.0 - EARLY_SHARE)
-        early_gain = REVERB_OUTPUT_GAIN * math.sqrt(EARLY_SHARE)
-        late, early, matrix = self._late_taps, self._early_taps, self._matrix
-        last_mix = self._stage_mix[-1]
-        for row in range(n + 2):
-            # What this row takes from each diffused channel (before the last stage's mix is folded in).
-            if row < 2:
-                side, other = row, 1 - row
-                diffused = [early_gain * (same * early[side, i] + cross * early[other, i]) for i in range(n)]
-            else:
-                diffused = [1.0 if row - 2 == i else 0.0 for i in range(n)]
+            now[i] = (low + high) / 2.0
+            before[i] = (low - high) / 2.0
+        matrix = self._matrix
+        for row, weights in enumerate(self._line_weights):
             for i in range(n):
-                if row < 2:
-                    weight = late_gain * (same * late[side, i] + cross * late[other, i])
-                else:
-                    weight = self._feedback[row - 2, i]
-                matrix[row, i] = weight * self._tap_now[i]
-                matrix[row, n + i] = weight * self._tap_before[i]
-                matrix[row, 2 * n + i] = sum(diffused[c] * float(last_mix[c, i]) for c in range(n))
+                matrix[row, i] = weights[i] * now[i]
+                matrix[row, n + i] = weights[i] * before[i]
 
     def clear(self) -> None:
         """Silence the tail at once and go idle (reset)."""
