@@ -47,6 +47,8 @@ CHUNK_MAX = 1536
 MAX_REVERB_TIME = 20.0
 #: Input and output below this (about -140 dBFS) count as silence for the effects' idle check.
 QUIET = 1e-7
+#: The reverb looks for silence once per this many frames.
+IDLE_CHECK_FRAMES = 1024
 #: Wet gain of the reverb at level 1.0, chosen so that a half-second note sent at CC91 = 127
 #: gets about as much reverb energy (-11 dB under the dry note) as FluidSynth's default reverb
 #: gives FluidR3's piano at CC91 = 127 (-11.7 dB, measured, see docs/benchmarks.md).
@@ -286,6 +288,7 @@ class Reverb:
         self._silence = np.zeros((2, self.block_size), np.float32)
         self._longest_path = sum(d.reach for d in self._diffusers) + self._lines.reach
         self._quiet_frames = 0
+        self._unchecked = 0
         self._fading = False
         self.idle = True
         self.level = float(level)
@@ -411,14 +414,21 @@ class Reverb:
         if self._fading:
             self.clear()
             self._applied_level = self.level
-        elif not _quiet(wet, frames) or (send is not None and not _quiet(send, frames)):
+            return
+        # The idle check looks at one block every IDLE_CHECK_FRAMES: a tail decays smoothly over
+        # seconds, and input between two looks is heard at the next one.
+        self._unchecked += frames
+        if self._unchecked < IDLE_CHECK_FRAMES:
+            return
+        if not _quiet(wet, frames) or (send is not None and not _quiet(send, frames)):
             self._quiet_frames = 0
         else:
-            self._quiet_frames += frames
+            self._quiet_frames += self._unchecked
             if self._quiet_frames >= self._longest_path + self.predelay:
                 # Below -140 dBFS in and out for longer than any path through the reverb: stop
                 # before the tail decays into denormals (the state is zeroed, so it never will).
                 self.clear()
+        self._unchecked = 0
 
     def _wake(self) -> None:
         # The state is silent; restart the buffers with a pre-delay of silence ahead of the output.

@@ -133,6 +133,7 @@ class SendBuses:
         self.reverb_to = [0.0] * channels
         self.chorus_to = [0.0] * channels
         self._group_of = [-1] * channels  # -2: not decided yet this block; -1: dry
+        self._undecided = [-2] * channels
         self._keys: list[tuple[float, float, float, float]] = [(0.0, 0.0, 0.0, 0.0)] * channels
         self._used = 0
         self._frames = 0
@@ -142,9 +143,7 @@ class SendBuses:
         self._used = 0
         self._frames = frames
         self.reverb_fed = self.chorus_fed = False
-        group_of = self._group_of
-        for channel in range(len(group_of)):
-            group_of[channel] = -2
+        self._group_of[:] = self._undecided
 
     def bus_for(self, channel: int, dry: np.ndarray) -> np.ndarray:
         """The stereo buffer a voice of ``channel`` mixes into this block (``dry`` when it sends nothing)."""

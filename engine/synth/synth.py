@@ -90,6 +90,8 @@ class Synth:
             self.chorus = Chorus(self.sample_rate, self.block_size, effects.chorus_level)
             self._sends = SendBuses(self.block_size, NUM_CHANNELS)
         self._sends_muted = 0  # frames left in which no channel sends (voices fading after all sound off)
+        self._sends_changed = 0  # counts CC91/CC93 changes and resets, so the send levels are recomputed
+        self._sends_key: tuple[bool, bool, int] | None = None
         self._bus_of: list[np.ndarray | None] = [None] * NUM_CHANNELS
         self._no_buses: list[np.ndarray | None] = [None] * NUM_CHANNELS
         self._scratch = MixScratch(self.block_size)
@@ -188,8 +190,10 @@ class Synth:
             state.modulation = value
         elif control == CC_REVERB_SEND:
             state.reverb_send = value
+            self._sends_changed += 1
         elif control == CC_CHORUS_SEND:
             state.chorus_send = value
+            self._sends_changed += 1
         elif control == CC_BANK_MSB:
             state.bank_msb = value
         elif control == CC_BANK_LSB:
@@ -259,6 +263,7 @@ class Synth:
             voice.free()
         self._sounding = 0
         self.channels = [ChannelState(n) for n in range(NUM_CHANNELS)]
+        self._sends_changed += 1
         self.limiter.gain = 1.0
         for effect in (self.reverb, self.chorus):
             if effect is not None:
@@ -358,9 +363,12 @@ class Synth:
         self._sends_muted = max(0, self._sends_muted - n)
         reverb_on = self.reverb is not None and self.reverb.level > 0.0 and not muted
         chorus_on = self.chorus is not None and self.chorus.level > 0.0 and not muted
-        for number, state in enumerate(self.channels):
-            sends.reverb_to[number] = state.reverb_send / 127.0 if reverb_on else 0.0
-            sends.chorus_to[number] = state.chorus_send / 127.0 if chorus_on else 0.0
+        key = (reverb_on, chorus_on, self._sends_changed)
+        if key != self._sends_key:  # the send levels are recomputed only when something changed
+            self._sends_key = key
+            for number, state in enumerate(self.channels):
+                sends.reverb_to[number] = state.reverb_send / 127.0 if reverb_on else 0.0
+                sends.chorus_to[number] = state.chorus_send / 127.0 if chorus_on else 0.0
         sends.begin(n)
 
     def _finish_sends(self, sends: SendBuses, out: np.ndarray, n: int) -> None:
