@@ -8,8 +8,11 @@ exact sample.
 
 End of file: notes still held (no note-off, or a pedal never lifted) are released at the
 file's end with a warning. ``tail`` then decides how long the output runs: ``"auto"``
-until the mix falls below -90 dBFS (at most 30 s more), ``"eot"`` stops at the end of the
-file, a number of seconds renders exactly that much more.
+until the mix - the reverb's tail included - falls below -90 dBFS (at most 30 s more),
+``"eot"`` stops at the end of the file, a number of seconds renders exactly that much more.
+
+Reverb and chorus are on by default (``settings.effects``), as in FluidSynth; each channel's
+CC91 and CC93 decide how much of it they get.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from engine.midi.dispatch import NoteStart, apply_message
 from engine.midi.midifile import DEFAULT_MAX_SECONDS, MidiScore, read_midi_file
 from engine.midi.program_map import DRUM_CHANNEL, ProgramMap
 from engine.note_cache import CacheStats, NoteCache, NoteKey
+from engine.synth.effects import EffectsSettings
 from engine.synth.sample import NoteSample
 from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, Synth
 from engine.synth.voice import Patch
@@ -55,6 +59,7 @@ class RenderSettings:
         model_device: the torch device the model runs on (``cpu``, ``cuda``, ``cuda:N``); it
             is loaded only when a note must be generated.
         max_seconds: refuse MIDI files longer than this.
+        effects: the reverb and chorus (on by default; ``engine.synth.effects.DRY`` for none).
     """
 
     sample_rate: int = 48000
@@ -69,6 +74,7 @@ class RenderSettings:
     progress: bool = True
     model_device: str = "cpu"
     max_seconds: float = DEFAULT_MAX_SECONDS
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
 
     def check(self) -> None:
         """Validate the settings (one MarsError naming the setting and what is allowed)."""
@@ -80,6 +86,7 @@ class RenderSettings:
             raise MarsError(f"gain must be 0..100 (linear), got {self.gain}")
         if not (self.tail in ("auto", "eot") or (isinstance(self.tail, float | int) and 0 <= self.tail <= 3600)):
             raise MarsError(f"tail must be 'auto', 'eot' or seconds 0..3600, got {self.tail!r}")
+        self.effects.check()
 
 
 @dataclass
@@ -227,7 +234,7 @@ class NotePrefetch:
 def _play(score: MidiScore, plan: list[_PlannedNote | None], last_use: dict[NoteKey, int], cache: NoteCache,
           prefetch: NotePrefetch, settings: RenderSettings, sink: Callable[[np.ndarray], None],
           report: RenderReport) -> None:  # fmt: skip
-    synth = Synth(settings.sample_rate, settings.polyphony, settings.block_size, settings.gain)
+    synth = Synth(settings.sample_rate, settings.polyphony, settings.block_size, settings.gain, settings.effects)
     block = np.zeros((2, settings.block_size), np.float32)
     now = 0
 

@@ -565,9 +565,10 @@ def jack_server():
 @pytest.fixture(scope="module")
 def player(jack_server, tmp_path_factory):
     """One engine for the module's tests: the drawbar organ (fast attack and release) on every channel,
-    its range generated ahead."""
+    its range generated ahead, dry (reverb and chorus off, so a released note ends; the effects'
+    test turns the reverb on over OSC)."""
     engine = EnginePlayer(jack_server, tmp_path_factory.mktemp("play"), "--preset", "drawbar_organ",
-                          "--virtual-midi", "mars-synth")  # fmt: skip
+                          "--virtual-midi", "mars-synth", "--no-reverb", "--no-chorus")  # fmt: skip
     try:
         engine.wait_ready()
         yield engine
@@ -755,6 +756,33 @@ def test_panic_leaves_no_voice_sounding(player, probe):
     assert player.voices(1) == 1
     player.osc.send("/mars/note_off", 60)
     assert player.voices(0) == 0  # (with the pedal still down it would sound on)
+
+
+def test_reverb_turned_on_over_osc_rings_after_the_note_and_a_panic_ends_it(player, probe):
+    silence_between(probe, player)
+    player.osc.send("/mars/param/reverb", 1.0)
+    player.osc.send("/mars/cc", 1, 91, 127)
+    try:
+        sent = probe.now()
+        player.osc.send("/mars/note", 60, 100)
+        assert probe.first_sound(sent) is not None
+        time.sleep(0.3)
+        player.osc.send("/mars/note_off", 60)
+        assert player.voices(0) == 0
+        after = probe.now() + SETTLE_FRAMES
+        time.sleep(0.5)
+        tail = probe.recording(after)
+        assert np.abs(tail[: RATE // 4]).max() > 1e-3  # the voice is gone, the hall rings on
+        params = player.osc.query("params")
+        assert params[params.index("reverb") + 1] == 1.0
+        player.osc.send("/mars/panic")
+        assert player.voices(0) == 0
+        quiet_from = probe.now() + SETTLE_FRAMES
+        time.sleep(0.1)
+        assert np.abs(probe.recording(quiet_from)).max() == 0.0  # the tail faded within a block
+    finally:
+        player.osc.send("/mars/param/reverb", 0.0)
+        player.osc.send("/mars/cc", 1, 91, 40)
 
 
 def test_osc_fuzz_and_midi_garbage_neither_crash_nor_stop_the_audio(player, probe):

@@ -25,6 +25,7 @@ from engine.midi.program_map import ProgramMap
 from engine.note_cache import NoteCache, NoteKey
 from engine.preset import find_preset
 from engine.synth import Patch, Synth, VoiceState, prepare_note
+from engine.synth.effects import EffectsSettings
 from mars_model.api import NoteRequest, velocity_bucket
 
 RATE = 16000
@@ -51,8 +52,8 @@ def dominant_hz(audio: np.ndarray) -> float:
 class Rig:
     """A LiveControl wired to a real BlockRenderer and Synth; requests are recorded, not generated."""
 
-    def __init__(self, preset: str = "drawbar_organ") -> None:
-        self.synth = Synth(RATE, 16, BLOCK, 0.5)
+    def __init__(self, preset: str = "drawbar_organ", effects: EffectsSettings | None = None) -> None:
+        self.synth = Synth(RATE, 16, BLOCK, 0.5, effects)
         self.renderer = BlockRenderer(self.synth)
         self.requests: list[tuple[int, NoteKey]] = []
         self.preset = find_preset(preset)
@@ -206,12 +207,14 @@ def test_timed_events_land_on_their_frame_inside_a_block():
     assert onset - (target - frame0) in (0, 1)  # the note's first sample is its attack's zero
 
 
-def test_the_callback_allocates_nothing_while_playing():
-    rig = Rig()
+@pytest.mark.parametrize("effects", [None, EffectsSettings()], ids=["dry", "effects"])
+def test_the_callback_allocates_nothing_while_playing(effects):
+    rig = Rig(effects=effects)
     for pitch in range(48, 72):
         rig.ready(pitch)
+    rig.control.midi(mido.Message("control_change", channel=1, control=93, value=100))
     for pitch in range(48, 72, 2):
-        rig.control.midi(on(pitch))
+        rig.control.midi(on(pitch, channel=(pitch // 2) % 2))
     out = np.zeros((BLOCK, 2), np.float32)
     flags = Flags()
     for _ in range(20):
@@ -222,6 +225,15 @@ def test_the_callback_allocates_nothing_while_playing():
     current, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     assert peak < 16 * 1024  # small Python objects at most; no buffers
+
+
+def test_effect_parameters_reach_the_audio_thread_as_commands():
+    rig = Rig(effects=EffectsSettings())
+    for name, value in (("reverb", 0.25), ("chorus", 0.0), ("reverb_time", 3.5)):
+        rig.control.handle(LiveEvent("param", (name, value), "osc"))
+    assert rig.synth.reverb.level == 1.0  # the control thread never touches the synth
+    rig.play(0.02)
+    assert (rig.synth.reverb.level, rig.synth.chorus.level, rig.synth.reverb.time) == (0.25, 0.0, 3.5)
 
 
 def test_underflows_are_counted_from_the_callback_flags():

@@ -80,6 +80,8 @@ def test_channel_messages_become_mido_messages_on_channels_1_to_16(server):
     ("/mars/morph", ["flute", "strings", 1.5], "t must be in 0..1"),
     ("/mars/param/volume", [1.0], "unknown parameter 'volume'"),
     ("/mars/param/gain", [9.0], "gain must be in 0..4"),
+    ("/mars/param/reverb", [-0.5], "reverb must be in 0..4"),
+    ("/mars/param/reverb_time", [0.0], "reverb_time must be in 0.1..20"),
     ("/mars/q/everything", [], "unknown query"),
 ])  # fmt: skip
 def test_bad_messages_are_answered_on_mars_error(server, address, args, text):
@@ -88,6 +90,16 @@ def test_bad_messages_are_answered_on_mars_error(server, address, args, text):
     reply_address, (where, message) = answer(client)
     assert reply_address == "/mars/error" and where == address and text in message
     assert events.empty()
+
+
+def test_effect_parameters_become_param_events(server):
+    osc, events, client = server
+    send(client, osc, "/mars/param/reverb", 0.0)
+    send(client, osc, "/mars/param/chorus", 1)
+    send(client, osc, "/mars/param/reverb_time", 2.5)
+    got = [events.get(timeout=2) for _ in range(3)]
+    assert [(e.kind, e.payload) for e in got] == [("param", ("reverb", 0.0)), ("param", ("chorus", 1.0)),
+                                                  ("param", ("reverb_time", 2.5))]  # fmt: skip
 
 
 def test_queries_are_answered_to_the_sender(server):

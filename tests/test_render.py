@@ -19,6 +19,7 @@ from test_engine_harmonic_source import HarmonicNoteSource
 
 from engine.bindings.cli import main
 from engine.render import RenderSettings, render_file, render_to_array
+from engine.synth.effects import DRY, EffectsSettings
 from mars_model.errors import MarsError
 
 SOURCE_SPEC = "test_engine_harmonic_source:HarmonicNoteSource"
@@ -78,7 +79,8 @@ def test_onsets_land_on_the_right_sample(tmp_path, source, rate):
     ticks = [480, 1111, 2000, 2987]
     events = [e for t in ticks for e in note(t, 60, 69)]
     path = write_midi(tmp_path / "onsets.mid", events)
-    audio, _ = render_to_array(path, settings(sample_rate=rate, tail="eot", preset="drawbar_organ"), source)
+    audio, _ = render_to_array(path, settings(sample_rate=rate, tail="eot", preset="drawbar_organ", effects=DRY),
+                               source)  # fmt: skip
     mono = np.abs(audio).sum(axis=0)
     found = []
     for t in ticks:
@@ -94,8 +96,8 @@ def test_sustain_pedal_lengthens_notes(tmp_path, source):
     events = note(0, 240, 60)  # a quarter second
     dry = write_midi(tmp_path / "dry.mid", events)
     wet = write_midi(tmp_path / "wet.mid", events + cc(10, 64, 127) + cc(1920, 64, 0))  # pedal up at 2 s
-    a, _ = render_to_array(dry, settings(), source)
-    b, _ = render_to_array(wet, settings(), source)
+    a, _ = render_to_array(dry, settings(effects=DRY), source)  # (no reverb tail to blur the note ends)
+    b, _ = render_to_array(wet, settings(effects=DRY), source)
     window = slice(int(1.0 * 16000), int(1.9 * 16000))
     assert rms(b[0, window]) > 100 * max(rms(a[0, window]), 1e-9)
     assert b.shape[1] > a.shape[1] + 1.5 * 16000
@@ -129,6 +131,47 @@ def test_rpn_bend_range_applies_in_files(tmp_path, source):
     f, voiced, _ = librosa.pyin(audio[0, int(0.7 * 16000) : int(1.0 * 16000)], fmin=150, fmax=600, sr=16000,
                                 frame_length=1024)  # fmt: skip
     assert 1200 * np.log2(np.nanmedian(f[voiced]) / 220.0) == pytest.approx(700, abs=20)
+
+
+def test_no_reverb_renders_exactly_what_cc91_0_renders(cli_env, capsys):
+    events = note(0, 240, 60) + note(480, 240, 64)
+    plain = write_midi(cli_env / "plain.mid", events)
+    sends_off = write_midi(cli_env / "off.mid", events + cc(0, 91, 0))
+    outputs = {}
+    for name, midi, flags in (("flag", plain, ["--no-reverb"]), ("cc", sends_off, []), ("default", plain, [])):
+        out = cli_env / f"{name}.wav"
+        assert main(["render", str(midi), "-o", str(out), "-q", "--subtype", "float", "--preset", "drawbar_organ",
+                     *flags]) == 0  # fmt: skip
+        outputs[name] = soundfile.read(out, dtype="float32")[0]
+    assert np.array_equal(outputs["flag"], outputs["cc"])
+    dry_end = outputs["flag"].shape[0]
+    default = outputs["default"]  # CC91 40 at power-on: the same notes, then a reverb tail
+    assert default.shape[0] > dry_end + 24000
+    assert rms(default[dry_end : dry_end + 12000]) > 1e-3
+
+
+def test_the_auto_tail_lets_the_reverb_ring_out_to_minus_90_dbfs(tmp_path, source):
+    path = write_midi(tmp_path / "short.mid", note(0, 96, 60) + cc(0, 91, 127))
+    dry, _ = render_to_array(path, settings(effects=DRY, preset="drawbar_organ"), source)
+    short, _ = render_to_array(path, settings(effects=EffectsSettings(reverb_time=1.0), preset="drawbar_organ"),
+                               source)  # fmt: skip
+    long, _ = render_to_array(path, settings(effects=EffectsSettings(reverb_time=3.0), preset="drawbar_organ"),
+                              source)  # fmt: skip
+    dry_seconds, short_tail, long_tail = (x.shape[1] / 16000 for x in (dry, short, long))
+    short_tail, long_tail = short_tail - dry_seconds, long_tail - dry_seconds
+    # From about -25 dBFS to -90 dBFS: about one reverb time after the dry sound ends.
+    assert dry_seconds < 0.6 and 0.8 < short_tail < 1.5 and 2.4 < long_tail < 4.5, (short_tail, long_tail)
+    for audio in (short, long):
+        assert np.abs(audio[:, -256:]).max() < 10 ** (-85 / 20)  # it stopped at silence, not before
+        assert np.abs(audio[:, -16000:-12000]).max() > 10 ** (-90 / 20)  # ... and not long after
+
+
+def test_effect_options_are_checked(cli_env, capsys):
+    path = write_midi(cli_env / "ok.mid", note(0, 480, 60))
+    for flags, words in ((["--reverb-level", "-1"], "reverb level"), (["--reverb-time", "0"], "reverb time"),
+                         (["--chorus-level", "5"], "chorus level")):  # fmt: skip
+        assert main(["render", str(path), "-o", str(cli_env / "x.wav"), *flags]) == 1
+        assert words in one_error_line(capsys)
 
 
 def test_polyphony_limit_holds_in_a_render(tmp_path, source):

@@ -19,6 +19,7 @@ import pytest
 import soundfile
 
 from engine.render import RenderSettings, render_to_array
+from engine.synth.effects import DRY
 from mars_model.api import NoteRequest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
@@ -51,8 +52,8 @@ def envelope_db(x: np.ndarray, hop: int) -> np.ndarray:
 def test_piano_with_pedal_follows_fluidsynth(fluidr3_soundfont, tmp_path):
     rate = 22050
     midi = EXAMPLES / "piano_pedal.mid"
-    ours, report = render_to_array(midi, RenderSettings(sample_rate=rate, progress=False, tail="eot",
-                                                         preset="grand_piano"), SoundFontNotes(fluidr3_soundfont))  # fmt: skip
+    ours, report = render_to_array(midi, RenderSettings(sample_rate=rate, progress=False, tail="eot", preset="grand_piano",
+                                                         effects=DRY), SoundFontNotes(fluidr3_soundfont))  # fmt: skip
     reference = tmp_path / "fluidsynth.wav"
     subprocess.run([shutil.which("fluidsynth"), "-ni", "-q", "-R", "0", "-C", "0", "-r", str(rate), "-F",
                     str(reference), str(fluidr3_soundfont), str(midi)], check=True, capture_output=True)  # fmt: skip

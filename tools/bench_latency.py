@@ -13,12 +13,24 @@ What it measures, with ``mars-synth play`` running as the real command in its ow
   jackd names as late - the engine, or a C reference client (jack_metro) on the same CPUs,
   the yardstick of what the machine does to any real-time client.
 * the engine's memory (RSS) over the long run.
+* the long run again with the effects off (``--effects both``, the default): the callback's
+  share of the block with reverb and chorus working (the held voices' channel sends CC91 40,
+  the power-on value, and CC93 64) and with ``--no-reverb --no-chorus``.
 
 Notes come from the tests' additive instrument unless ``--note-source model`` (the trained
 MARS model) or another ``module:factory`` is given.
 
     python tools/bench_latency.py                       # the full run: 200 notes each, 10 min with 64 voices
     python tools/bench_latency.py --notes 60 --long 60  # shortened
+    python tools/bench_latency.py --long-only --long 30 # only the long runs (effects on, then off)
+    python tools/bench_latency.py --in-process          # the callback alone, effects on and off interleaved
+
+``--in-process`` needs no JACK: it calls the audio callback object (``BlockRenderer``) directly,
+128-frame blocks at 48 kHz with 64 voices held, alternating block by block between an engine
+with the effects on (reverb; chorus sent CC93 64) and one with them off, so a busy spell of
+the machine weighs on both alike. It reports the callback's own statistic (time as a share
+of the block, median and p99), without the thread wake-ups of a real stream, and what the
+reverb and the chorus cost on their own per block.
 """
 
 from __future__ import annotations
@@ -108,6 +120,147 @@ def uncached_notes(count: int) -> list[tuple[int, int]]:
     return [notes[i] for i in order[:count]]
 
 
+def measure_latency(server, work: Path, args, source: str, rate: int, results: dict) -> None:
+    """Latency of cached and uncached notes, MIDI and OSC, into ``results``."""
+    # Cached: the preset's range at velocity 100 is generated ahead before measuring.
+    # Dry: the onset is the first non-zero sample, which a reverb tail of the last note would hide.
+    dry = ("--no-reverb", "--no-chorus")
+    engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", *dry, source=source)
+    try:
+        engine.wait_ready(timeout=3600)
+        probe = JackProbe(server, seconds=30).start()
+        try:
+            pitches = [int(p) for p in np.random.default_rng(2).integers(40, 90, args.notes)]
+            midi = measure_notes(engine, probe, [(p, 100) for p in pitches], "midi")
+            osc = measure_notes(engine, probe, [(p, 100) for p in pitches], "osc")
+            results["cached_midi"] = stats(midi, rate, args.period)
+            results["cached_osc"] = stats(osc, rate, args.period)
+            share = engine.osc.query("latency")
+            results["callback_share_few_voices"] = {"median": round(share[0], 4), "p99": round(share[1], 4)}
+        finally:
+            probe.close()
+    finally:
+        engine.stop()
+    # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
+    (work / "cold").mkdir()
+    engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
+                          "--no-precompute", *dry, source=source)  # fmt: skip
+    try:
+        engine.wait_ready(timeout=3600)
+        probe = JackProbe(server, seconds=30).start()
+        try:
+            first = measure_notes(engine, probe, [(60, 100)], "midi")  # nothing ready at all: waits for the model
+            notes = uncached_notes(min(args.notes, 55))
+            cold = measure_notes(engine, probe, notes, "midi", hold=0.3)
+            status = engine.osc.query("status")
+            results["first_note_cold_ms"] = round(first[0] * 1000 / rate, 2)
+            results["uncached_midi"] = stats(cold, rate, args.period)
+            results["uncached_played_from_nearest"] = status[4]
+            results["model_seconds_per_note"] = round(status[8], 4)
+        finally:
+            probe.close()
+    finally:
+        engine.stop()
+
+
+def long_run(server, work: Path, args, source: str, rate: int, effects: str) -> dict:
+    """Many voices held for ``args.long`` seconds with the effects ``on`` or ``off``."""
+    # Long run: many voices held (looping), underflows, late clients, memory.
+    flags = [] if effects == "on" else ["--no-reverb", "--no-chorus"]
+    engine = EnginePlayer(server, work, "--preset", "strings", "--no-midi", *flags, source=source)
+    try:
+        engine.wait_ready(timeout=3600)
+        engine.osc.send("/mars/cc", 1, 93, 64)  # the chorus too (CC91 is 40 from power-on)
+        for pitch in range(36, 36 + args.voices):
+            engine.osc.send("/mars/note", pitch, 100)
+        time.sleep(3.0)
+        server.reference.follow(engine.process.pid)
+        at = server.log_position()
+        before = engine.osc.query("status")[1]
+        memory = []
+        started = time.monotonic()
+        while time.monotonic() - started < args.long:
+            memory.append(rss_mib(engine.process.pid))
+            time.sleep(min(5.0, args.long / 10))
+        status = engine.osc.query("status")
+        share = engine.osc.query("latency")
+        late = server.late_clients(at)
+        return {
+            "seconds": args.long, "voices": status[0], "underflows": status[1] - before,
+            "late_cycles_engine": late.get("PortAudio", 0), "late_cycles_reference_c_client": late.get(ReferenceClient.NAME, 0),
+            "cycles": int(args.long * rate / args.period),
+            "callback_share_median": round(share[0], 4), "callback_share_p99": round(share[1], 4),
+            "rss_mib_first": round(memory[0], 1), "rss_mib_at_10_percent": round(memory[len(memory) // 10], 1),
+            "rss_mib_last": round(memory[-1], 1), "rss_mib_max": round(max(memory), 1),
+        }  # fmt: skip
+    finally:
+        engine.stop()
+
+
+def in_process(voices: int, blocks: int, rate: int = 48000, block: int = 128) -> dict:
+    """The audio callback's share of a block with ``voices`` held, effects on and off, interleaved."""
+    from test_engine_harmonic_source import HarmonicNoteSource
+
+    from engine.live.renderer import BlockRenderer
+    from engine.synth import Patch, Synth, prepare_note
+    from engine.synth.effects import DRY, EffectsSettings
+    from mars_model.api import NoteRequest
+
+    pitches = list(range(36, 36 + voices))
+    waves = HarmonicNoteSource().generate([NoteRequest(48, p, 100) for p in pitches])
+    notes = [prepare_note(w, 16000, rate, p) for p, w in zip(pitches, waves, strict=True)]
+
+    class Flags:
+        output_underflow = False
+
+    renderers = {}
+    for name, effects in (("on", EffectsSettings()), ("off", DRY)):
+        synth = Synth(rate, voices, 1024, 0.5, effects, block)
+        synth.control_change(0, 93, 64)  # the chorus too (CC91 is 40 from power-on)
+        for pitch, note in zip(pitches, notes, strict=True):
+            synth.note_on(0, pitch, 100, note, Patch())
+        renderers[name] = BlockRenderer(synth)
+    out = np.zeros((block, 2), np.float32)
+    for _ in range(200):  # warm up, and past the notes' attacks
+        for renderer in renderers.values():
+            renderer(out, block, None, Flags())
+    for renderer in renderers.values():
+        renderer.blocks = 0
+    for _ in range(blocks):
+        for renderer in renderers.values():
+            renderer(out, block, None, Flags())
+    results = {}
+    for name, renderer in renderers.items():
+        median, p99 = renderer.callback_share()
+        results[f"callback_share_effects_{name}"] = {"median": round(median, 4), "p99": round(p99, 4)}
+    results["effects_alone_us_per_block"] = effects_alone(rate)
+    results.update(voices=voices, blocks=min(blocks, 4096), block=block, rate=rate,
+                   load_average=[round(x, 2) for x in os.getloadavg()])  # fmt: skip
+    return results
+
+
+def effects_alone(rate: int) -> dict:
+    """Microseconds per block of the reverb and the chorus on their own (noise in, best of 5
+    runs of 200 blocks): 128-frame blocks as live play steps them, 4096 as ``render`` does."""
+    from engine.synth.effects import Chorus, Reverb
+
+    send = (np.random.default_rng(0).standard_normal((2, 4096)) * 0.1).astype(np.float32)
+    out = np.zeros((2, 4096), np.float32)
+    timings = {}
+    for name, effect, frames in (("reverb_128", Reverb(rate, 1024, chunk=128), 128),
+                                 ("chorus_128", Chorus(rate, 1024), 128),
+                                 ("reverb_4096", Reverb(rate, 4096), 4096),
+                                 ("chorus_4096", Chorus(rate, 4096), 4096)):  # fmt: skip
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(200):
+                effect.process(send, out, frames)
+            best = min(best, (time.perf_counter() - started) / 200)
+        timings[name] = round(best * 1e6, 1)
+    return timings
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--period", type=int, default=128, help="JACK period in frames (default 128)")
@@ -116,8 +269,19 @@ def main() -> None:
     parser.add_argument("--voices", type=int, default=64, help="voices held during the long run (default 64)")
     parser.add_argument("--preset", default="drawbar_organ", help="preset (default drawbar_organ: short release)")
     parser.add_argument("--note-source", default=SOURCE_SPEC, help="module:factory, or 'model' for MARS")
+    parser.add_argument("--effects", choices=["on", "off", "both"], default="both",
+                        help="long run with reverb and chorus on, off, or one of each (default both)")  # fmt: skip
+    parser.add_argument("--long-only", action="store_true", help="skip the latency measurements")
+    parser.add_argument("--in-process", action="store_true",
+                        help="no JACK: the callback alone, effects on and off interleaved (see above)")  # fmt: skip
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.in_process:
+        results = in_process(args.voices, 4096)
+        print(json.dumps(results, indent=2))
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2))
+        return
     source = "" if args.note_source == "model" else args.note_source
     rate = 48000
     results: dict = {"period": args.period, "rate": rate, "preset": args.preset, "note_source": args.note_source or "model"}
@@ -125,71 +289,10 @@ def main() -> None:
     server = JackServer(period=args.period).start()
     server.reference = ReferenceClient(server)
     try:
-        # Cached: the preset's range at velocity 100 is generated ahead before measuring.
-        engine = EnginePlayer(server, work, "--preset", args.preset, "--virtual-midi", "mars-synth", source=source)
-        try:
-            engine.wait_ready(timeout=3600)
-            probe = JackProbe(server, seconds=30).start()
-            try:
-                pitches = [int(p) for p in np.random.default_rng(2).integers(40, 90, args.notes)]
-                midi = measure_notes(engine, probe, [(p, 100) for p in pitches], "midi")
-                osc = measure_notes(engine, probe, [(p, 100) for p in pitches], "osc")
-                results["cached_midi"] = stats(midi, rate, args.period)
-                results["cached_osc"] = stats(osc, rate, args.period)
-                share = engine.osc.query("latency")
-                results["callback_share_few_voices"] = {"median": round(share[0], 4), "p99": round(share[1], 4)}
-            finally:
-                probe.close()
-        finally:
-            engine.stop()
-        # Uncached: nothing generated ahead, and notes far apart; a fresh cache.
-        (work / "cold").mkdir()
-        engine = EnginePlayer(server, work / "cold", "--preset", args.preset, "--virtual-midi", "mars-synth",
-                              "--no-precompute", source=source)  # fmt: skip
-        try:
-            engine.wait_ready(timeout=3600)
-            probe = JackProbe(server, seconds=30).start()
-            try:
-                first = measure_notes(engine, probe, [(60, 100)], "midi")  # nothing ready at all: waits for the model
-                notes = uncached_notes(min(args.notes, 55))
-                cold = measure_notes(engine, probe, notes, "midi", hold=0.3)
-                status = engine.osc.query("status")
-                results["first_note_cold_ms"] = round(first[0] * 1000 / rate, 2)
-                results["uncached_midi"] = stats(cold, rate, args.period)
-                results["uncached_played_from_nearest"] = status[4]
-                results["model_seconds_per_note"] = round(status[8], 4)
-            finally:
-                probe.close()
-        finally:
-            engine.stop()
-        # Long run: many voices held (looping), underflows, late clients, memory.
-        engine = EnginePlayer(server, work, "--preset", "strings", "--no-midi", source=source)
-        try:
-            engine.wait_ready(timeout=3600)
-            for pitch in range(36, 36 + args.voices):
-                engine.osc.send("/mars/note", pitch, 100)
-            time.sleep(3.0)
-            server.reference.follow(engine.process.pid)
-            at = server.log_position()
-            before = engine.osc.query("status")[1]
-            memory = []
-            started = time.monotonic()
-            while time.monotonic() - started < args.long:
-                memory.append(rss_mib(engine.process.pid))
-                time.sleep(min(5.0, args.long / 10))
-            status = engine.osc.query("status")
-            share = engine.osc.query("latency")
-            late = server.late_clients(at)
-            results["long_run"] = {
-                "seconds": args.long, "voices": status[0], "underflows": status[1] - before,
-                "late_cycles_engine": late.get("PortAudio", 0), "late_cycles_reference_c_client": late.get(ReferenceClient.NAME, 0),
-                "cycles": int(args.long * rate / args.period),
-                "callback_share_median": round(share[0], 4), "callback_share_p99": round(share[1], 4),
-                "rss_mib_first": round(memory[0], 1), "rss_mib_at_10_percent": round(memory[len(memory) // 10], 1),
-                "rss_mib_last": round(memory[-1], 1), "rss_mib_max": round(max(memory), 1),
-            }  # fmt: skip
-        finally:
-            engine.stop()
+        if not args.long_only:
+            measure_latency(server, work, args, source, rate, results)
+        for effects in (("on", "off") if args.effects == "both" else (args.effects,)):
+            results[f"long_run_effects_{effects}"] = long_run(server, work, args, source, rate, effects)
     finally:
         server.reference.stop()
         server.stop()

@@ -10,10 +10,16 @@ user would see it), ``--repeats`` times; the table shows medians. For mars-synth
 * **warm**: the cache the cold runs filled, so the render only mixes.
 
 FluidSynth renders with ``fluidsynth -ni -F OUT -r RATE SOUNDFONT IN.mid`` (its defaults,
-reverb and chorus on). Peak memory is each process's maximum resident set size (wait4).
+reverb and chorus on), and mars-synth with its defaults (reverb and chorus on, each channel
+sending CC91 40 from power-on). The last columns repeat the warm comparison with the effects
+off on both sides (``-R 0 -C 0``; ``--no-reverb --no-chorus``), so the effects' own cost
+shows. Peak memory is each process's maximum resident set size (wait4).
 Targets: warm at least as fast as FluidSynth; cold at least 5x real time on the dense example
 (``examples/orchestra_dense.mid``, 185 distinct notes in 68 s, the density of real orchestral
 music: 100-170 distinct notes a minute).
+``--in-process`` times the warm render inside this process instead (``render_to_array`` on a
+filled cache: the mixing alone, without start-up, model id, note loading or the WAV), effects
+on and off interleaved, next to FluidSynth's whole process with its effects on and off.
 ``--note-source module:factory`` renders with another NoteSource (``MARS_SYNTH_NOTE_SOURCE``;
 ``tests/`` and ``tools/`` are put on the path) while no trained model is installed: the
 tests' additive instrument (``test_engine_harmonic_source:HarmonicNoteSource``) or notes
@@ -85,6 +91,47 @@ def timed_run(command: list[str], env: dict[str, str] | None = None) -> tuple[fl
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024.0
 
 
+def in_process(files: list[Path], args: argparse.Namespace, soundfont: Path, fluidsynth: str,
+               env: dict[str, str]) -> int:  # fmt: skip
+    """Warm mixing time in this process, effects on and off, beside FluidSynth's whole process."""
+    sys.path[:0] = [str(REPO / "tests"), str(REPO / "tools"), str(REPO)]
+    os.environ.update(env)
+    from engine.model import default_note_source
+    from engine.render import RenderSettings, render_to_array
+    from engine.synth.effects import DRY, EffectsSettings
+
+    source = default_note_source("cpu")
+    print(f"# bench_render --in-process: {args.repeats} repeats, medians; {args.sample_rate} Hz; notes from "
+          f"{args.note_source or 'the shipped model'}; FluidSynth whole process with {soundfont.name}; "
+          f"{os.cpu_count()} CPUs; load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(f"{'file':<20} {'audio s':>7} | {'effects':>7} {'mix cpu s':>9} {'x RT':>6} | {'fluidsynth cpu s':>16} | {'cpu ratio':>9}")
+    with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
+        tmp = Path(tmp_name)
+        for midi in files:
+            def settings(effects, cache=tmp / f"cache-{midi.stem}"):
+                return RenderSettings(sample_rate=args.sample_rate, progress=False, cache_dir=cache, effects=effects)
+
+            render_to_array(midi, settings(DRY), source)  # fills the cache
+            runs: dict[str, list[float]] = {"on": [], "off": []}
+            fluid: dict[str, list[float]] = {"on": [], "off": []}
+            seconds = {}
+            for _ in range(args.repeats):
+                for name, effects, flags in (("on", EffectsSettings(), []), ("off", DRY, ["-R", "0", "-C", "0"])):
+                    started = time.process_time()
+                    audio, _ = render_to_array(midi, settings(effects), source)
+                    runs[name].append(time.process_time() - started)
+                    seconds[name] = audio.shape[1] / args.sample_rate
+                    fluid[name].append(timed_run([fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r",
+                                                  str(args.sample_rate), *flags, str(soundfont), str(midi)])[1])  # fmt: skip
+            for name in ("on", "off"):
+                ours, theirs = statistics.median(runs[name]), statistics.median(fluid[name])
+                print(f"{midi.name:<20} {seconds[name]:7.2f} | {name:>7} {ours:9.3f} {seconds[name] / ours:6.1f} | "
+                      f"{theirs:16.3f} | {ours / theirs:9.2f}")  # fmt: skip
+    print("mix cpu s: render_to_array's CPU time on a warm cache (no start-up); x RT: audio seconds per CPU second; "
+          "cpu ratio < 1: the mixing costs less than FluidSynth's whole run (its start-up, about 0.3 s, included)")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("midi", nargs="*", type=Path, help="MIDI files (default: examples/*.mid)")
@@ -92,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-rate", type=int, default=44100)
     parser.add_argument("--soundfont", type=Path, help="SoundFont for FluidSynth (default: FluidR3_GM, else TimGM6mb)")
     parser.add_argument("--note-source", metavar="MODULE:FACTORY", help="render with this NoteSource instead of the model")
+    parser.add_argument("--in-process", action="store_true", help="time the warm mixing in this process (see above)")
     args = parser.parse_args(argv)
     files = args.midi or sorted((REPO / "examples").glob("*.mid"))
     soundfont = args.soundfont or next((sf for sf in SOUNDFONTS if sf.is_file()), None)
@@ -103,39 +151,46 @@ def main(argv: list[str] | None = None) -> int:
         env["MARS_SYNTH_NOTE_SOURCE"] = args.note_source
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO / "tests"), str(REPO / "tools"),
                                                           env.get("PYTHONPATH")]))  # fmt: skip
+    if args.in_process:
+        return in_process(files, args, soundfont, fluidsynth, env)
     ours = [sys.executable, "-m", "engine.bindings.cli", "render"]
     print(f"# bench_render: {args.repeats} repeats, medians; {args.sample_rate} Hz; FluidSynth with {soundfont.name}; "
           f"notes from {args.note_source or 'the shipped model'}; {os.cpu_count()} CPUs")
     header = (f"{'file':<16} {'audio s':>7} | {'fluidsynth s':>12} {'cpu s':>6} {'MiB':>4} | "
               f"{'cold s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | {'warm s':>6} {'x RT':>5} {'cpu s':>6} {'MiB':>4} | "
-              f"{'warm/fluid wall':>15} {'cpu':>5}")  # fmt: skip
+              f"{'warm/fluid wall':>15} {'cpu':>5} | {'no fx: fluid s':>14} {'warm s':>6} {'wall':>5} {'cpu':>5}")  # fmt: skip
     print(header)
     print("-" * len(header))
     with tempfile.TemporaryDirectory(prefix="bench-render-") as tmp_name:
         tmp = Path(tmp_name)
         for midi in files:
             out = tmp / f"{midi.stem}.wav"
-            fluid = [timed_run([fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r", str(args.sample_rate),
-                                str(soundfont), str(midi)]) for _ in range(args.repeats)]  # fmt: skip
-            cold, warm = [], []
-            for i in range(args.repeats):
+            fluid_base = [fluidsynth, "-ni", "-q", "-F", str(tmp / "fluid.wav"), "-r", str(args.sample_rate)]
+            fluid, fluid_dry, cold, warm, warm_dry = [], [], [], [], []
+            for i in range(args.repeats):  # interleaved, so a busy spell hurts every column alike
+                fluid.append(timed_run(fluid_base + [str(soundfont), str(midi)]))
+                fluid_dry.append(timed_run(fluid_base + ["-R", "0", "-C", "0", str(soundfont), str(midi)]))
                 cache = tmp / f"cache-{midi.stem}-{i}"
                 base = ours + [str(midi), "-o", str(out), "--sample-rate", str(args.sample_rate), "-q",
                                "--cache-dir", str(cache)]  # fmt: skip
                 cold.append(timed_run(base, env))
                 warm.append(timed_run(base, env))
+                warm_dry.append(timed_run(base + ["--no-reverb", "--no-chorus"], env))
             seconds = soundfile.info(str(out)).duration
 
             def med(runs: list[tuple[float, float]], k: int) -> float:
                 return statistics.median(r[k] for r in runs)
 
             f_s, c_s, w_s = med(fluid, 0), med(cold, 0), med(warm, 0)
+            fd_s, wd_s = med(fluid_dry, 0), med(warm_dry, 0)
             print(f"{midi.name:<16} {seconds:7.2f} | {f_s:12.3f} {med(fluid, 1):6.3f} {med(fluid, 2):4.0f} | "
                   f"{c_s:6.3f} {seconds / c_s:5.1f} {med(cold, 1):6.3f} {med(cold, 2):4.0f} | "
                   f"{w_s:6.3f} {seconds / w_s:5.1f} {med(warm, 1):6.3f} {med(warm, 2):4.0f} | "
-                  f"{w_s / f_s:15.2f} {med(warm, 1) / med(fluid, 1):5.2f}")  # fmt: skip
+                  f"{w_s / f_s:15.2f} {med(warm, 1) / med(fluid, 1):5.2f} | "
+                  f"{fd_s:14.3f} {wd_s:6.3f} {wd_s / fd_s:5.2f} {med(warm_dry, 1) / med(fluid_dry, 1):5.2f}")  # fmt: skip
     print("warm/fluid < 1: mars-synth with a warm cache is faster than FluidSynth (wall clock, and CPU time, which "
-          "is steadier on a loaded machine); x RT = audio seconds per wall second")
+          "is steadier on a loaded machine); x RT = audio seconds per wall second; no fx: both with reverb and "
+          "chorus off (the audio length is with effects: mars-synth's auto tail rings the reverb out)")
     return 0
 
 

@@ -9,6 +9,7 @@ import threading
 import time
 from pathlib import Path
 
+from engine.bindings.options import add_effects_arguments
 from mars_model.commands import add_model_device_argument
 
 #: How often ``play`` wakes to refresh the status line (and to check ``--duration``'s end).
@@ -79,6 +80,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="most voices at once (default %(default)s)")  # fmt: skip
     sound.add_argument("--gain", type=float, default=0.5,
                        help="master gain before the soft limiter (default %(default)s)")  # fmt: skip
+    add_effects_arguments(parser)
     model = parser.add_argument_group("model and cache")
     add_model_device_argument(model)
     model.add_argument("--backend", choices=["eager", "compile", "cuda-graphs", "tensorrt"], default="eager",
@@ -99,6 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def settings_from_args(args: argparse.Namespace):
     """The :class:`PlaySettings` for parsed ``play`` arguments."""
+    from engine.bindings.options import effects_from_args
     from engine.drivers.audio import AudioSettings
     from engine.live.engine import PlaySettings
     from engine.note_cache import default_cache_dir
@@ -114,7 +117,7 @@ def settings_from_args(args: argparse.Namespace):
         cache_dir=None if args.no_cache else (args.cache_dir or default_cache_dir()),
         midi_in=midi_in, virtual_midi=virtual, midi_api=args.midi_api, osc_host=args.osc_host,
         osc_port=None if args.no_osc else args.osc_port, model_device=args.model_device, backend=args.backend,
-        precompute=not args.no_precompute,
+        precompute=not args.no_precompute, effects=effects_from_args(args),
     )  # fmt: skip
 
 

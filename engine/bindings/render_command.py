@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from engine.bindings.options import add_effects_arguments
 from mars_model.commands import add_model_device_argument
 
 
@@ -56,18 +57,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-duration", type=float, default=3600.0, metavar="SECONDS",
                         help="refuse MIDI files longer than this (default %(default)g)")  # fmt: skip
     add_model_device_argument(parser)
+    add_effects_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings or summary")
 
 
 def run(args: argparse.Namespace) -> int:
     """Render; prints warnings and a summary line to stderr unless ``--quiet``."""
-    from engine.bindings.options import check_output_rate, warn_if_band_cut
+    from engine.bindings.options import check_output_rate, effects_from_args, warn_if_band_cut
     from engine.model import default_note_rate, default_note_source
     from engine.note_cache import default_cache_dir
     from engine.render import RenderSettings, render_file
     from mars_model.commands import resolve_model_device
 
     check_output_rate(args.sample_rate)
+    effects = effects_from_args(args)
     device = resolve_model_device(args.model_device)
     source = None
     if not args.quiet:
@@ -81,7 +84,7 @@ def run(args: argparse.Namespace) -> int:
         sample_rate=args.sample_rate, gain=args.gain, polyphony=args.polyphony, preset=args.preset,
         channel_map=args.map, tail=args.tail, seed=args.seed, cache_dir=cache_dir,
         progress=not args.quiet and sys.stderr.isatty(), max_seconds=args.max_duration,
-        model_device=device,
+        model_device=device, effects=effects,
     )  # fmt: skip
     if args.dry_run:
         from engine.render import plan_render

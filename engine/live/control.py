@@ -30,14 +30,15 @@ from dataclasses import dataclass
 import mido
 
 from engine.drivers.threads import prefer_realtime
-from engine.live.events import GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
+from engine.live.events import EFFECT, GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
 from engine.live.renderer import BlockRenderer
 from engine.midi.dispatch import NoteStart
 from engine.midi.program_map import ProgramMap
 from engine.note_cache import NoteKey
 from engine.preset import Preset
+from engine.synth.effects import MAX_REVERB_TIME
 from engine.synth.sample import NoteSample
-from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, CC_SOSTENUTO, CC_SUSTAIN
+from engine.synth.synth import CC_BANK_LSB, CC_BANK_MSB, CC_SOSTENUTO, CC_SUSTAIN, EFFECT_PARAMS
 from engine.synth.voice import Patch
 from mars_model.api import VELOCITY_BUCKETS, velocity_bucket
 
@@ -47,8 +48,11 @@ DEFAULT_BUCKET = VELOCITY_BUCKETS.index(100)
 FNOTE_CHANNELS = tuple(range(10, 16))
 #: Timed events are handed to the audio thread this long before their frame is due.
 TIMED_LEAD_SECONDS = 0.02
-#: Live parameters (``/mars/param/<name>``) and their allowed ranges.
-PARAMS = {"gain": (0.0, 4.0), "attack": (0.0, 10.0), "release": (0.001, 30.0), "transpose": (-48.0, 48.0)}
+#: Live parameters (``/mars/param/<name>``) and their allowed ranges: master gain, the envelope
+#: and transposition of new notes, the reverb's and chorus's wet levels (0 = off) and the
+#: reverb time (RT60, seconds).
+PARAMS = {"gain": (0.0, 4.0), "attack": (0.0, 10.0), "release": (0.001, 30.0), "transpose": (-48.0, 48.0),
+          "reverb": (0.0, 4.0), "chorus": (0.0, 4.0), "reverb_time": (0.1, MAX_REVERB_TIME)}  # fmt: skip
 
 
 @dataclass
@@ -201,6 +205,8 @@ class LiveControl:
         """A live parameter (:data:`PARAMS`); the caller has checked name and range."""
         if name == "gain":
             self._emit(AudioCommand(GAIN, frame, value=float(value)))
+        elif name in EFFECT_PARAMS:
+            self._emit(AudioCommand(EFFECT, frame, message=name, value=float(value)))
         elif name == "transpose":
             self.transpose = int(round(value))
         else:

@@ -32,6 +32,7 @@ from engine.midi.program_map import ProgramMap
 from engine.model import live_note_source
 from engine.note_cache import NoteCache
 from engine.preset import Preset, load_presets
+from engine.synth.effects import EffectsSettings
 from engine.synth.synth import Synth
 from mars_model.api import NoteSource
 from mars_model.errors import MarsError
@@ -42,6 +43,8 @@ from mars_model.errors import MarsError
 SWITCH_INTERVAL = 0.0001
 #: The Synth renders at most this many frames at once; larger host blocks are split.
 SYNTH_BLOCK = 1024
+#: The reverb's step when the host chooses the block length (a common JACK period).
+EFFECTS_CHUNK = 128
 
 
 @dataclass
@@ -66,6 +69,7 @@ class PlaySettings:
         precompute: generate each preset's range ahead (velocity 100).
         worker: ``"process"`` (the model in a process of its own: it never holds the audio
             process's GIL) or ``"thread"`` (in this process; tests and debugging).
+        effects: the reverb and chorus at start (levels and reverb time change live over OSC).
     """
 
     audio: AudioSettings = field(default_factory=AudioSettings)
@@ -86,6 +90,7 @@ class PlaySettings:
     background_batch: int = 4
     precompute: bool = True
     worker: str = "process"
+    effects: EffectsSettings = field(default_factory=EffectsSettings)
 
     def check(self) -> None:
         """Validate (one MarsError naming the setting and what is allowed)."""
@@ -103,6 +108,7 @@ class PlaySettings:
             raise MarsError(f"worker must be process or thread, got {self.worker!r}")
         if not 1 <= self.urgent_batch <= 256 or not 1 <= self.background_batch <= 256:
             raise MarsError("generation batch sizes must be 1..256")
+        self.effects.check()
 
 
 def settle_garbage() -> None:
@@ -205,7 +211,8 @@ class LiveEngine:
             source = self._given_source or live_note_source(settings.model_device, settings.backend)
             self.maker = InProcessNoteMaker(NoteCache(rate, source, str(source.model_id), settings.seed,
                                                       settings.cache_dir, progress=False))  # fmt: skip
-        self.synth = Synth(rate, settings.polyphony, max(SYNTH_BLOCK, settings.audio.blocksize), settings.gain)
+        self.synth = Synth(rate, settings.polyphony, max(SYNTH_BLOCK, settings.audio.blocksize), settings.gain,
+                           settings.effects, settings.audio.blocksize or EFFECTS_CHUNK)  # fmt: skip
         self.renderer = BlockRenderer(self.synth, channels)
         self.worker = GenerationWorker(self.maker, self._note_ready, settings.urgent_batch,
                                        settings.background_batch, warmup=self._first_preset())  # fmt: skip
@@ -315,7 +322,8 @@ class LiveEngine:
             patch = control.fixed.patch if control.fixed is not None else None
             values = {"gain": synth.gain, "transpose": control.transpose,
                       "attack": control.patch_override.get("attack", patch.attack if patch else -1.0),
-                      "release": control.patch_override.get("release", patch.release if patch else -1.0)}  # fmt: skip
+                      "release": control.patch_override.get("release", patch.release if patch else -1.0),
+                      "reverb": synth.reverb.level, "chorus": synth.chorus.level, "reverb_time": synth.reverb.time}  # fmt: skip
             return [item for name in PARAMS for item in (name, float(values[name]))]
         if what == "latency":
             median, p99 = self.renderer.callback_share()

@@ -33,7 +33,7 @@ class LiveEvent:
 
 
 #: AudioCommand kinds.
-MIDI, SWAP, PANIC, GAIN = 0, 1, 2, 3
+MIDI, SWAP, PANIC, GAIN, EFFECT = 0, 1, 2, 3, 4
 
 
 class AudioCommand:
@@ -42,7 +42,8 @@ class AudioCommand:
     Attributes:
         kind: :data:`MIDI` (apply ``message`` with ``start``), :data:`SWAP` (crossfade
             ``channel``/``key`` to ``sample``), :data:`PANIC` (silence everything, pedals up),
-            :data:`GAIN` (master gain ``value``).
+            :data:`GAIN` (master gain ``value``), :data:`EFFECT` (effect parameter ``message``,
+            one of :data:`engine.synth.synth.EFFECT_PARAMS`, to ``value``).
         frame: the output frame at which it applies (timed commands), or -1 for "as soon as possible".
         received: ``time.monotonic()`` of the input event (for latency statistics).
     """
@@ -57,6 +58,11 @@ class AudioCommand:
         self.received = received
 
     def __repr__(self) -> str:
-        names = {MIDI: "MIDI", SWAP: "SWAP", PANIC: "PANIC", GAIN: "GAIN"}
-        detail = self.message if self.kind == MIDI else f"ch={self.channel} key={self.key} value={self.value}"
+        names = {MIDI: "MIDI", SWAP: "SWAP", PANIC: "PANIC", GAIN: "GAIN", EFFECT: "EFFECT"}
+        if self.kind == MIDI:
+            detail = self.message
+        elif self.kind == EFFECT:
+            detail = f"{self.message}={self.value}"
+        else:
+            detail = f"ch={self.channel} key={self.key} value={self.value}"
         return f"AudioCommand({names.get(self.kind, self.kind)}, frame={self.frame}, {detail})"

@@ -17,7 +17,7 @@ NAMESPACE = {
     "/mars/program": "channel(1-16) program(0-127): program change (GM map)",
     "/mars/preset": "name: play this preset on every channel",
     "/mars/morph": "preset_a preset_b t(0..1): play a timbre morph of two presets on every channel",
-    "/mars/param/<name>": "value: live parameter (gain, attack, release, transpose)",
+    "/mars/param/<name>": "value: live parameter (gain, attack, release, transpose, reverb, chorus, reverb_time)",
     "/mars/panic": "silence every voice, pedals up",
     "/mars/q/<what>": "query (voices, status, presets, preset, params, latency, namespace), answered to the sender",
 }

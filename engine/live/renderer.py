@@ -14,7 +14,7 @@ from collections import deque
 
 import numpy as np
 
-from engine.live.events import GAIN, MIDI, PANIC, SWAP, AudioCommand
+from engine.live.events import EFFECT, GAIN, MIDI, PANIC, SWAP, AudioCommand
 from engine.midi.dispatch import apply_message
 from engine.synth.synth import CC_SOSTENUTO, CC_SUSTAIN, NUM_CHANNELS, Synth
 
@@ -126,6 +126,8 @@ class BlockRenderer:
             synth.all_sound_off()
         elif kind == GAIN:
             synth.gain = command.value
+        elif kind == EFFECT and synth.reverb is not None:  # (a synth made without effects ignores it)
+            synth.set_effect(command.message, command.value)
 
     def frame_at(self, when: float) -> int:
         """The output frame that starts at ``time.monotonic()`` ``when``.

@@ -1,4 +1,4 @@
-"""Per-MIDI-channel controller state: volume, expression, pan, pedals, pitch bend and its RPN range."""
+"""Per-MIDI-channel controller state: volume, expression, pan, effect sends, pedals, pitch bend and its RPN range."""
 
 from __future__ import annotations
 
@@ -7,6 +7,10 @@ from dataclasses import dataclass
 
 #: Pitch-bend range in semitones until an RPN 0 message sets another (General MIDI default).
 DEFAULT_BEND_RANGE = 2.0
+#: Power-on reverb send (CC91) and chorus send (CC93): General MIDI 2's defaults. (FluidSynth
+#: starts CC91 at 0 instead, but its SoundFont presets carry reverb sends of their own.)
+DEFAULT_REVERB_SEND = 40
+DEFAULT_CHORUS_SEND = 0
 #: Vibrato rate (Hz) and depth at CC1 = 127 (cents, peak) of the modulation wheel.
 VIBRATO_HZ = 5.5
 VIBRATO_MAX_CENTS = 50.0
@@ -20,7 +24,8 @@ class ChannelState:
     Gains follow General MIDI practice: volume (CC7) and expression (CC11) are each
     ``(value / 127) ** 2`` in amplitude (40 dB curves); pan (CC10) is equal-power with
     64 = centre. The modulation wheel (CC1) adds vibrato: a 5.5 Hz sine on the pitch, up
-    to +/-50 cents at 127.
+    to +/-50 cents at 127. The effect sends, CC91 (reverb, 40 at power-on) and CC93 (chorus,
+    0), send ``value / 127`` of the channel's signal to the master reverb and chorus.
     """
 
     number: int
@@ -31,6 +36,8 @@ class ChannelState:
     expression: int = 127
     pan: int = 64
     modulation: int = 0
+    reverb_send: int = DEFAULT_REVERB_SEND
+    chorus_send: int = DEFAULT_CHORUS_SEND
     sustain: bool = False
     sostenuto: bool = False
     bend: int = 0  # -8192 .. 8191
@@ -84,7 +91,8 @@ class ChannelState:
         self.bend_range = semitones + cents / 100.0
 
     def reset_controllers(self) -> None:
-        """CC121: reset controllers as General MIDI RP-015 says (volume, pan and program kept)."""
+        """CC121: reset controllers as General MIDI RP-015 says (volume, pan, the effect sends
+        CC91-95 and the program are kept)."""
         self.expression = 127
         self.modulation = 0
         self.sustain = False

@@ -2,7 +2,8 @@
 
 :class:`Synth` is FluidSynth's ``synth`` side: it owns channel state, decides which voice
 plays, holds, releases or is stolen; :meth:`Synth.render` then mixes the voices into a
-stereo block through the master gain and the soft limiter. It is single-threaded by
+stereo block, adds the reverb and chorus of what the channels send them (CC91, CC93), and
+passes the sum through the soft limiter. It is single-threaded by
 design: the offline renderer calls it from its loop on a sample clock; the live engine
 calls it from the audio callback, after draining the events other threads queued for it.
 Neither :meth:`Synth.render` nor the control methods allocate arrays or take locks.
@@ -15,16 +16,27 @@ import math
 import numpy as np
 
 from engine.synth.channel import VIBRATO_HZ, ChannelState
-from engine.synth.mixer import SoftLimiter
+from engine.synth.effects import Chorus, EffectsSettings, Reverb
+from engine.synth.mixer import SendBuses, SoftLimiter
 from engine.synth.sample import NoteSample
-from engine.synth.voice import MixScratch, Patch, Voice, VoiceState, semitones_to_rate
+from engine.synth.voice import (
+    STEAL_FADE_SECONDS,
+    MixScratch,
+    Patch,
+    Voice,
+    VoiceState,
+    semitones_to_rate,
+)
 
 NUM_CHANNELS = 16
 CC_BANK_MSB, CC_MODULATION, CC_DATA_MSB, CC_VOLUME, CC_PAN, CC_EXPRESSION = 0, 1, 6, 7, 10, 11
 CC_BANK_LSB, CC_DATA_LSB, CC_SUSTAIN, CC_SOSTENUTO = 32, 38, 64, 66
+CC_REVERB_SEND, CC_CHORUS_SEND = 91, 93
 CC_ALL_SOUND_OFF, CC_RESET_CONTROLLERS, CC_ALL_NOTES_OFF = 120, 121, 123
 #: Slots beyond the polyphony limit where stolen voices finish their fade.
 _FADE_SLOTS_MIN = 8
+#: Live effect parameters :meth:`Synth.set_effect` takes.
+EFFECT_PARAMS = ("reverb", "chorus", "reverb_time")
 
 
 class Synth:
@@ -40,15 +52,25 @@ class Synth:
     Retrigger. A note-on for a key that is already sounding on the same channel releases
     the old voice (normal release envelope) and starts a new one.
 
+    Effects. With ``effects`` given, each channel sends ``CC91 / 127`` of its signal to a
+    stereo reverb and ``CC93 / 127`` to a chorus (power-on 40 and 0, as in General MIDI 2),
+    and their wet output joins the mix before the limiter. Without (the default here; ``render``
+    and ``play`` turn them on), the synth is dry. A level of 0 turns an effect off; the
+    channels then play straight into the dry mix, bit for bit as without effects.
+
     Args:
         sample_rate: output rate in Hz; every :class:`NoteSample` must have this rate.
         polyphony: the most voices sounding at once (stolen voices fading out excluded).
         block_size: the largest block :meth:`render` is asked for, in frames.
         gain: master gain (linear) before the limiter.
+        effects: reverb and chorus settings, or ``None`` for none at all.
+        effects_chunk: frames per step of the reverb (see :class:`Reverb`); live play gives
+            its callback's length so every callback does the same work. Default: the longest.
     """
 
     def __init__(self, sample_rate: int = 48000, polyphony: int = 64, block_size: int = 512,
-                 gain: float = 0.5) -> None:  # fmt: skip
+                 gain: float = 0.5, effects: EffectsSettings | None = None,
+                 effects_chunk: int | None = None) -> None:  # fmt: skip
         if polyphony < 1:
             raise ValueError(f"polyphony must be >= 1, got {polyphony}")
         self.sample_rate = int(sample_rate)
@@ -58,6 +80,20 @@ class Synth:
         self.channels = [ChannelState(n) for n in range(NUM_CHANNELS)]
         self.voices = [Voice() for _ in range(self.polyphony + max(_FADE_SLOTS_MIN, self.polyphony // 4))]
         self.limiter = SoftLimiter(self.sample_rate, self.block_size)
+        self.reverb: Reverb | None = None
+        self.chorus: Chorus | None = None
+        self._sends: SendBuses | None = None
+        if effects is not None:
+            effects.check()
+            self.reverb = Reverb(self.sample_rate, self.block_size, effects.reverb_time, effects.reverb_damping,
+                                 effects.reverb_width, effects.reverb_level, effects_chunk)  # fmt: skip
+            self.chorus = Chorus(self.sample_rate, self.block_size, effects.chorus_level)
+            self._sends = SendBuses(self.block_size, NUM_CHANNELS)
+        self._sends_muted = 0  # frames left in which no channel sends (voices fading after all sound off)
+        self._sends_changed = 0  # counts CC91/CC93 changes and resets, so the send levels are recomputed
+        self._sends_key: tuple[bool, bool, int] | None = None
+        self._bus_of: list[np.ndarray | None] = [None] * NUM_CHANNELS
+        self._no_buses: list[np.ndarray | None] = [None] * NUM_CHANNELS
         self._scratch = MixScratch(self.block_size)
         self._increments = np.empty(self.block_size, np.float64)
         self._serial = 0
@@ -142,8 +178,9 @@ class Synth:
 
     def control_change(self, channel: int, control: int, value: int) -> None:
         """Apply a MIDI control change (CC0/32 bank, 1 modulation, 6/38 data entry, 7 volume,
-        10 pan, 11 expression, 64 sustain, 66 sostenuto, 98-101 (N)RPN, 120 all sound off,
-        121 reset controllers, 123 all notes off). Other controllers are ignored."""
+        10 pan, 11 expression, 64 sustain, 66 sostenuto, 91 reverb send, 93 chorus send,
+        98-101 (N)RPN, 120 all sound off, 121 reset controllers, 123 all notes off). Other
+        controllers are ignored."""
         state = self.channels[channel]
         if control == CC_VOLUME:
             state.volume = value
@@ -153,6 +190,12 @@ class Synth:
             state.pan = value
         elif control == CC_MODULATION:
             state.modulation = value
+        elif control == CC_REVERB_SEND:
+            state.reverb_send = value
+            self._sends_changed += 1
+        elif control == CC_CHORUS_SEND:
+            state.chorus_send = value
+            self._sends_changed += 1
         elif control == CC_BANK_MSB:
             state.bank_msb = value
         elif control == CC_BANK_LSB:
@@ -191,13 +234,22 @@ class Synth:
                 self._key_up(voice, self.channels[voice.channel])
 
     def all_sound_off(self, channel: int | None = None) -> None:
-        """Silence ``channel`` (all if ``None``) within the steal fade, ignoring envelopes and pedals."""
+        """Silence ``channel`` (all if ``None``) within the steal fade, ignoring envelopes and pedals.
+
+        For all channels the reverb and chorus tails are faded out over the next block too
+        (they are shared, so one channel's all-sound-off leaves them ringing), and the voices
+        fading out send them nothing, so no new tail starts."""
         for voice in self.voices:
             if voice.state not in (VoiceState.FREE, VoiceState.STOLEN) and (
                 channel is None or voice.channel == channel
             ):
                 voice.steal()
                 self._sounding -= 1
+        if channel is None:
+            for effect in (self.reverb, self.chorus):
+                if effect is not None:
+                    effect.fade_out()
+            self._sends_muted = 2 * int(STEAL_FADE_SECONDS * self.sample_rate) + 1
 
     def release_all(self) -> None:
         """Release every voice now, pedals included (end of a file)."""
@@ -213,7 +265,31 @@ class Synth:
             voice.free()
         self._sounding = 0
         self.channels = [ChannelState(n) for n in range(NUM_CHANNELS)]
+        self._sends_changed += 1
         self.limiter.gain = 1.0
+        for effect in (self.reverb, self.chorus):
+            if effect is not None:
+                effect.clear()
+
+    def set_effect(self, name: str, value: float) -> None:
+        """Set a live effect parameter (from the audio thread; allocates no arrays).
+
+        Args:
+            name: ``"reverb"`` (wet level, 0 = off), ``"chorus"`` (wet level, 0 = off) or
+                ``"reverb_time"`` (RT60 in seconds).
+        Raises:
+            ValueError: an unknown name, or a synth made without effects.
+        """
+        if self.reverb is None or self.chorus is None:
+            raise ValueError("this Synth has no effects; make it with effects=EffectsSettings()")
+        if name == "reverb":
+            self.reverb.level = float(value)
+        elif name == "chorus":
+            self.chorus.level = float(value)
+        elif name == "reverb_time":
+            self.reverb.set_time(float(value))
+        else:
+            raise ValueError(f"unknown effect parameter {name!r}; known: {', '.join(EFFECT_PARAMS)}")
 
     @property
     def active_voices(self) -> int:
@@ -222,8 +298,10 @@ class Synth:
 
     @property
     def busy(self) -> bool:
-        """Whether any voice still makes sound (stolen voices fading out included)."""
-        return any(voice.state != VoiceState.FREE for voice in self.voices)
+        """Whether anything still makes sound: a voice (stolen ones fading out included) or an effect's tail."""
+        if any(voice.state != VoiceState.FREE for voice in self.voices):
+            return True
+        return any(effect is not None and not effect.idle for effect in (self.reverb, self.chorus))
 
     # ------------------------------------------------------------------ render side
 
@@ -238,10 +316,20 @@ class Synth:
         if n > self.block_size:
             raise ValueError(f"block of {n} frames > block_size {self.block_size}")
         out[:, :n] = 0.0
+        sends = self._sends
+        bus_of = self._bus_of  # each channel's buffer this block, found at its first voice
+        if sends is not None:
+            self._begin_sends(sends, n)
+            bus_of[:] = self._no_buses
         for voice in self.voices:
             if voice.state == VoiceState.FREE:
                 continue
             state = self.channels[voice.channel]
+            bus = out
+            if sends is not None:
+                bus = bus_of[voice.channel]
+                if bus is None:
+                    bus = bus_of[voice.channel] = sends.bus_for(voice.channel, out)
             left, right = state.gains()
             was_counted = voice.state != VoiceState.STOLEN
             increments = None
@@ -251,23 +339,46 @@ class Synth:
             pending = voice.min_frames - voice.played if voice.release_pending else 0
             if 0 < pending < n:
                 # A note-off that came before MIN_NOTE_SECONDS of sound takes effect mid-block.
-                voice.render(out, pending, self._scratch, left, right, increments)
+                voice.render(bus, pending, self._scratch, left, right, increments)
                 voice.release()
-                rest = out[:, pending:n]
+                rest = bus[:, pending:n]
                 tail_increments = None if increments is None else increments[pending:n]
                 voice.render(rest, n - pending, self._scratch, left, right, tail_increments)
             else:
                 if voice.release_pending and pending <= 0:
                     voice.release()
-                voice.render(out, n, self._scratch, left, right, increments)
+                voice.render(bus, n, self._scratch, left, right, increments)
             if voice.state == VoiceState.FREE and was_counted:
                 self._sounding -= 1
+        if sends is not None:
+            self._finish_sends(sends, out, n)
         for state in self.channels:
             if state.modulation > 0:
                 state.vibrato_phase = (state.vibrato_phase + 2 * math.pi * VIBRATO_HZ * n / self.sample_rate) % (2 * math.pi)
         return self.limiter.process(out, n)
 
     # ------------------------------------------------------------------ internals
+
+    def _begin_sends(self, sends: SendBuses, n: int) -> None:
+        # An effect at level 0 is off: its sends count as 0, so those channels play dry.
+        muted = self._sends_muted > 0
+        self._sends_muted = max(0, self._sends_muted - n)
+        reverb_on = self.reverb is not None and self.reverb.level > 0.0 and not muted
+        chorus_on = self.chorus is not None and self.chorus.level > 0.0 and not muted
+        key = (reverb_on, chorus_on, self._sends_changed)
+        if key != self._sends_key:  # the send levels are recomputed only when something changed
+            self._sends_key = key
+            for number, state in enumerate(self.channels):
+                sends.reverb_to[number] = state.reverb_send / 127.0 if reverb_on else 0.0
+                sends.chorus_to[number] = state.chorus_send / 127.0 if chorus_on else 0.0
+        sends.begin(n)
+
+    def _finish_sends(self, sends: SendBuses, out: np.ndarray, n: int) -> None:
+        sends.finish(out)
+        if self.reverb is not None:
+            self.reverb.process(sends.reverb if sends.reverb_fed else None, out, n)
+        if self.chorus is not None:
+            self.chorus.process(sends.chorus if sends.chorus_fed else None, out, n)
 
     def _vibrato_increments(self, voice: Voice, state: ChannelState, n: int) -> np.ndarray:
         inc = self._increments[:n]
