@@ -22,6 +22,8 @@ SOURCE_VARIABLE = "MARS_SYNTH_NOTE_SOURCE"
 def default_note_source(device: str = "cpu") -> NoteSource:
     """Load the shipped MARS model as a NoteSource (or the factory named by ``MARS_SYNTH_NOTE_SOURCE``).
 
+    ``device`` is a torch device, or ``"auto"``: CUDA when there is a GPU, else the CPU.
+
     Raises:
         MarsError: when no trained model is installed, or the named factory cannot be loaded.
     """
@@ -35,6 +37,10 @@ def default_note_source(device: str = "cpu") -> NoteSource:
             raise
         raise MarsError("no trained model is installed (mars_model.generator is missing); nothing can be "
                         "generated: reinstall mars-synth") from None  # fmt: skip
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     source = generator.load_generator(None, device=device)
     _check(source, "mars_model.generator.load_generator")
     return source

@@ -56,8 +56,8 @@ class RenderSettings:
         cache_dir: the persistent note cache (``None``: generate everything, keep nothing).
         block_size: frames per mixing block (events split blocks, so timing does not depend on it).
         progress: show a progress bar while notes are generated.
-        model_device: the torch device the model runs on (``cpu``, ``cuda``, ``cuda:N``); it
-            is loaded only when a note must be generated.
+        model_device: the torch device the model runs on (``cpu``, ``cuda``, ``cuda:N``, or
+            ``auto``: CUDA when there is a GPU); it is loaded only when a note must be generated.
         max_seconds: refuse MIDI files longer than this.
         effects: the reverb and chorus (on by default; ``engine.synth.effects.DRY`` for none).
     """

@@ -71,7 +71,9 @@ def run(args: argparse.Namespace) -> int:
 
     check_output_rate(args.sample_rate)
     effects = effects_from_args(args)
-    device = resolve_model_device(args.model_device)
+    # "auto" and "cpu" are resolved when the model loads (a warm render never imports torch);
+    # a CUDA device is checked now, so a machine without a GPU says so before any work.
+    device = args.model_device if args.model_device in ("auto", "cpu") else resolve_model_device(args.model_device)
     source = None
     if not args.quiet:
         note_rate = default_note_rate()
