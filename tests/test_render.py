@@ -8,6 +8,9 @@ or, for the command line, named by ``MARS_SYNTH_NOTE_SOURCE``.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -380,3 +383,18 @@ def test_settings_are_checked(source, tmp_path):
                        (dict(tail="later"), "tail")):  # fmt: skip
         with pytest.raises(MarsError, match=words):
             render_to_array(path, settings(**bad), source)
+
+
+def test_a_warm_render_with_the_shipped_model_never_imports_torch(tmp_path):
+    """Every note cached: the render only mixes, so torch (seconds of start-up) stays unloaded,
+    whatever --model-device says (auto, the default, is resolved only when the model loads)."""
+    midi = write_midi(tmp_path / "one.mid", note(0, 480, 60))
+    env = {k: v for k, v in os.environ.items() if k != "MARS_SYNTH_NOTE_SOURCE"}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    render = [sys.executable, "-c", "import sys; from engine.bindings.cli import main; code = main(sys.argv[1:]); "
+              "print('torch' in sys.modules); sys.exit(code)", "render", str(midi), "-o", str(tmp_path / "o.wav"), "-q"]  # fmt: skip
+    cold = subprocess.run(render, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+    assert cold.returncode == 0 and cold.stdout.strip() == "True", cold.stderr  # generated: the model loaded
+    for extra in ([], ["--model-device", "auto"], ["--model-device", "cpu"]):
+        warm = subprocess.run(render + extra, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
+        assert warm.returncode == 0 and warm.stdout.strip() == "False", (extra, warm.stderr)
