@@ -111,7 +111,6 @@ def read_midi_file(path: Path | str, sample_rate: int, max_seconds: float = DEFA
         MarsError: missing, empty, truncated or corrupt file; type 2 file; invalid time
             division; a file longer than ``max_seconds``.
     """
-    import mido
 
     path = Path(path)
     midi = _open(path)
@@ -120,7 +119,7 @@ def read_midi_file(path: Path | str, sample_rate: int, max_seconds: float = DEFA
                         "save it as type 0 or 1")  # fmt: skip
     smpte, ticks_per_beat = _seconds_per_tick(midi)
     tempo = 500000  # microseconds per beat until the first set_tempo (120 bpm)
-    seconds_at_change, tick_at_change, tick = 0.0, 0, 0
+    seconds_at_change, tick_at_change, tick = 0.0, 0, 0  # tick: the last message's, for the end
     messages: list[TimedMessage] = []
     tempo_changes = 0
     warnings: list[str] = []
@@ -130,8 +129,7 @@ def read_midi_file(path: Path | str, sample_rate: int, max_seconds: float = DEFA
             return t * smpte
         return seconds_at_change + (t - tick_at_change) * tempo / (1e6 * ticks_per_beat)
 
-    for message in mido.merge_tracks(midi.tracks):
-        tick += message.time
+    for tick, message in _merged(midi.tracks):
         if message.type == "set_tempo":
             if smpte is None:
                 seconds_at_change, tick_at_change = seconds_at(tick), tick
@@ -151,6 +149,20 @@ def read_midi_file(path: Path | str, sample_rate: int, max_seconds: float = DEFA
     if end > max_seconds:
         raise MarsError(_too_long(path, end, max_seconds))
     return MidiScore(messages, int(round(end * sample_rate)), sample_rate, tempo_changes, path, warnings)
+
+
+def _merged(tracks) -> list:
+    """``(absolute tick, message)`` of every track, by tick; ties keep track order, then file
+    order (as ``mido.merge_tracks``, which copies every message to rewrite its delta time: a
+    third of a dense file's reading time)."""
+    stamped = []
+    for number, track in enumerate(tracks):
+        tick = 0
+        for index, message in enumerate(track):
+            tick += message.time
+            stamped.append((tick, number, index, message))
+    stamped.sort(key=lambda item: item[:3])
+    return [(tick, message) for tick, _, _, message in stamped]
 
 
 def _too_long(path: Path, seconds: float, limit: float) -> str:

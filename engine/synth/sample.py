@@ -10,6 +10,7 @@ never per audio block.
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +117,13 @@ class NoteSample:
             ValueError: the file is damaged.
         """
         size = _HEADER_WORDS * 8
-        raw = np.fromfile(path, dtype=np.uint8)
+        with open(path, "rb") as f:
+            # Mapped, not read: a warm render touches each note's pages as it plays them, and the
+            # arrays keep the mapping (not the file) alive.
+            try:
+                raw = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ), dtype=np.uint8)
+            except ValueError:  # an empty file cannot be mapped
+                raw = np.zeros(0, np.uint8)
         header = raw[:size].view(np.int64) if raw.shape[0] >= size else np.zeros(_HEADER_WORDS, np.int64)
         magic, loop_start, crossfade, sample_rate, root_pitch, n_data, n_loop = (int(v) for v in header[:7])
         if magic in _OLD_MAGICS:
