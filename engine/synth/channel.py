@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 #: Pitch-bend range in semitones until an RPN 0 message sets another (General MIDI default).
 DEFAULT_BEND_RANGE = 2.0
@@ -44,6 +44,8 @@ class ChannelState:
     bend_range: float = DEFAULT_BEND_RANGE  # semitones
     rpn: tuple[int, int] = _RPN_NULL
     vibrato_phase: float = 0.0  # radians, advanced by the mixer
+    _gains_for: tuple[int, int, int] = field(default=(-1, -1, -1), repr=False, compare=False)
+    _gains: tuple[float, float] = field(default=(0.0, 0.0), repr=False, compare=False)
 
     @property
     def bank(self) -> int:
@@ -61,7 +63,14 @@ class ChannelState:
         return (2.0 ** (VIBRATO_MAX_CENTS * self.modulation / 127.0 / 1200.0)) - 1.0
 
     def gains(self) -> tuple[float, float]:
-        """Left and right amplitude gains from volume, expression and pan."""
+        """Left and right amplitude gains from volume, expression and pan (computed again only
+        when one of them changed: every voice asks for every block)."""
+        key = (self.volume, self.expression, self.pan)
+        if key != self._gains_for:
+            self._gains_for, self._gains = key, self._compute_gains()
+        return self._gains
+
+    def _compute_gains(self) -> tuple[float, float]:
         level = (self.volume / 127.0) ** 2 * (self.expression / 127.0) ** 2
         position = min(max((self.pan - 64) / 63.0, -1.0), 1.0)  # -1 left .. +1 right
         angle = (position + 1.0) * math.pi / 4.0

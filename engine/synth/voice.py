@@ -288,7 +288,10 @@ class Voice:
             if end_level <= 0.0:
                 state = VoiceState.FREE
         elif state == VoiceState.RELEASED:
-            np.power(np.float32(self.release_coef), ramp, out=env)
+            # coef ** i as exp(i * log coef): numpy's power with a scalar base runs a slow
+            # per-element pow (51 us for 4096 frames here), exp is vectorised (11 us).
+            np.multiply(ramp, np.float32(math.log(self.release_coef)), out=env)
+            np.exp(env, out=env)
             env *= np.float32(self.level)
             mono *= env
             end_level = self.level * self.release_coef**frames
