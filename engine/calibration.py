@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.synth.loudness import envelope_db, level_db
 from mars_model.errors import MarsError
 
 CALIBRATION_FILE = Path(__file__).resolve().parent / "data" / "playback.json"
@@ -269,8 +270,6 @@ def envelope_gain(wave: np.ndarray, rate: int, target: np.ndarray) -> np.ndarray
     +/-:data:`ENVELOPE_LIMIT_DB`, smoothed over three frames, and interpolated between frame
     centres. After the held part the last frame's gain holds (the release is the engine's).
     """
-    from engine.synth.loudness import envelope_db, level_db
-
     hop = int(round(ENVELOPE_FRAME_SECONDS * rate))
     frames = min(ENVELOPE_FRAMES, wave.shape[0] // hop)
     if frames < 2:

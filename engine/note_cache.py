@@ -135,7 +135,7 @@ class NoteCache:
 
     def _prepare(self, key: NoteKey) -> NoteSample:
         wave, rate, root = self._raw.pop(key)
-        note = prepare_note(self._shaped(key, wave, rate, root), rate, self.sample_rate, root, self._target(key, root))
+        note = self._prepare_generated(key, wave, rate, root)
         self._notes[key] = note
         self._save(self._disk_path(key, self._prepared_suffix()), note.save)
         return note
@@ -222,35 +222,39 @@ class NoteCache:
         model = "".join(c if c.isalnum() or c in "-_." else "_" for c in self._model_id())
         return self.cache_dir / model / f"{digest[:24]}.{suffix}"
 
+    def _instrument(self, key: NoteKey, root: int) -> dict[int, float]:
+        """The key's preset instrument (the file's program when the GM map plays it, whatever
+        stand-in the model generated it with): the one the calibration is looked up for."""
+        return self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
+
     def _target(self, key: NoteKey, root: int) -> np.ndarray | None:
-        """The real level per velocity of the key's preset instrument at ``root`` (the file's
-        program when the GM map plays it, whatever stand-in the model generated it with)."""
+        """The real level per velocity of the key's instrument at ``root``."""
         if self.calibration is None:
             return None
-        instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
-        return self.calibration.target_curve(instrument, root)
+        return self.calibration.target_curve(self._instrument(key, root), root)
 
     def _prepared_suffix(self) -> str:
         """A prepared note's file suffix: its output rate and the calibration it was shaped by."""
         shaped = f"-{self.calibration.fingerprint}" if self.calibration is not None else ""
         return f"{self.sample_rate}{shaped}.note"
 
-    def _shaped(self, key: NoteKey, wave: np.ndarray, rate: int, root: int) -> np.ndarray:
-        """The generated note with the real instrument's brightness and held-part envelope (see
-        :mod:`engine.calibration`); as it is where the calibration has neither."""
+    def _prepare_generated(self, key: NoteKey, wave: np.ndarray, rate: int, root: int) -> NoteSample:
+        """A generated note prepared for playing: given the real instrument's held-part envelope
+        and brightness (see :mod:`engine.calibration`, where the calibration has them), and its
+        target levels."""
         if self.calibration is None:
-            return wave
-        instrument = self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
+            return prepare_note(wave, rate, self.sample_rate, root)
+        instrument = self._instrument(key, root)
         wave = np.asarray(wave, np.float32)
         # The envelope first: reweighting the note's frames moves its average brightness, a
         # static tilt afterwards moves it back without changing the envelope's shape.
-        target = self.calibration.target_envelope(instrument, root)
-        if target is not None:
-            wave = wave * envelope_gain(wave, rate, target)
+        envelope = self.calibration.target_envelope(instrument, root)
+        if envelope is not None:
+            wave = wave * envelope_gain(wave, rate, envelope)
         centroid = self.calibration.target_centroid(instrument, root, key.velocity)
         if centroid is not None:
             wave = tilt_to_centroid(wave, rate, centroid)
-        return wave
+        return prepare_note(wave, rate, self.sample_rate, root, self.calibration.target_curve(instrument, root))
 
     def _load(self, key: NoteKey) -> NoteSample | None:
         prepared = self._disk_path(key, self._prepared_suffix())
@@ -269,8 +273,7 @@ class NoteCache:
                     wave, meta = arrays["wave"], arrays["meta"]
                 root = int(meta[1])
                 rate = int(meta[0])
-                note = prepare_note(self._shaped(key, wave, rate, root), rate, self.sample_rate, root,
-                                    self._target(key, root))  # fmt: skip
+                note = self._prepare_generated(key, wave, rate, root)
                 self._save(prepared, note.save)
                 return note
         except (OSError, ValueError, KeyError) as err:

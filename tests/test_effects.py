@@ -13,39 +13,15 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from scipy.signal import butter, sosfilt
 from test_engine_harmonic_source import HarmonicNoteSource
 
 from engine.synth import Patch, Synth, prepare_note
-from engine.synth.effects import DRY, Chorus, EffectsSettings, Reverb
+from engine.synth.effects import DRY, Chorus, EffectsSettings, Reverb, decay_time, impulse_response
 from mars_model.api import NoteRequest
 from mars_model.errors import MarsError
 
 RATE = 16000
 BLOCK = 256
-
-
-def decay_time(x: np.ndarray, rate: int, band: tuple[float, float] | None = None) -> float:
-    """RT60 (s) of ``x`` ``[2, n]`` by Schroeder integration, optionally in a band (Hz)."""
-    x = np.asarray(x, np.float64)
-    if band is not None:
-        x = sosfilt(butter(4, band, btype="band", fs=rate, output="sos"), x, axis=1)
-    energy = np.cumsum(np.square(x).sum(axis=0)[::-1])[::-1]
-    curve = 10 * np.log10(energy / energy[0] + 1e-300)
-    first, last = int(np.argmax(curve < -5)), int(np.argmax(curve < -35))
-    slope = np.polyfit(np.arange(first, last) / rate, curve[first:last], 1)[0]
-    return -60.0 / slope
-
-
-def impulse_response(reverb: Reverb, seconds: float, block: int = 512) -> np.ndarray:
-    frames = int(seconds * reverb.sample_rate)
-    out = np.zeros((2, frames), np.float32)
-    send = np.zeros((2, block), np.float32)
-    for start in range(0, frames, block):
-        n = min(block, frames - start)
-        send[:, 0] = 1.0 if start == 0 else 0.0
-        reverb.process(send, out[:, start : start + n], n)
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -18,36 +18,12 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from scipy.signal import butter, sosfilt
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine.synth.effects import PREDELAY_MS, Reverb  # noqa: E402
+from engine.synth.effects import PREDELAY_MS, Reverb, decay_time, impulse_response  # noqa: E402
 
 BANDS = (125, 250, 500, 1000, 2000, 4000, 8000)
-
-
-def impulse_response(reverb: Reverb, seconds: float, block: int = 512) -> np.ndarray:
-    """The reverb's answer to one full-scale click: float32 ``[2, seconds * rate]``."""
-    frames = int(seconds * reverb.sample_rate)
-    out = np.zeros((2, frames), np.float32)
-    send = np.zeros((2, block), np.float32)
-    for start in range(0, frames, block):
-        n = min(block, frames - start)
-        send[:, 0] = 1.0 if start == 0 else 0.0
-        reverb.process(send, out[:, start : start + n], n)
-    return out
-
-
-def decay_time(x: np.ndarray, rate: int, band: tuple[float, float] | None = None) -> float:
-    """RT60 in seconds from the -5..-35 dB part of the Schroeder decay curve of ``x`` ``[2, n]``."""
-    x = np.asarray(x, np.float64)
-    if band is not None:
-        x = sosfilt(butter(4, band, btype="band", fs=rate, output="sos"), x, axis=1)
-    energy = np.cumsum(np.square(x).sum(axis=0)[::-1])[::-1]
-    curve = 10 * np.log10(energy / energy[0] + 1e-300)
-    first, last = int(np.argmax(curve < -5)), int(np.argmax(curve < -35))
-    return -60.0 / np.polyfit(np.arange(first, last) / rate, curve[first:last], 1)[0]
 
 
 def main(argv: list[str] | None = None) -> int:

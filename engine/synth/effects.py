@@ -636,3 +636,34 @@ class Chorus:
         wet = self._wet[: 2 * m].reshape(2, m)
         np.matmul(self._mix, taps.reshape(voices, m), out=wet)
         return wet
+
+
+# ---------------------------------------------------------------------- measuring the reverb
+
+
+def impulse_response(reverb: Reverb, seconds: float, block: int = 512) -> np.ndarray:
+    """The reverb's answer to one full-scale click: float32 ``[2, seconds * rate]`` (for tests and
+    ``tools/measure_reverb.py``; it allocates, so never call it on the audio thread)."""
+    frames = int(seconds * reverb.sample_rate)
+    out = np.zeros((2, frames), np.float32)
+    send = np.zeros((2, block), np.float32)
+    for start in range(0, frames, block):
+        n = min(block, frames - start)
+        send[:, 0] = 1.0 if start == 0 else 0.0
+        reverb.process(send, out[:, start : start + n], n)
+    return out
+
+
+def decay_time(x: np.ndarray, rate: int, band: tuple[float, float] | None = None) -> float:
+    """RT60 in seconds of ``x`` ``[2, n]`` as a room acoustician measures it: Schroeder backward
+    integration (optionally of one band, 4th-order Butterworth, Hz), a line fitted to the decay
+    curve from -5 to -35 dB, extrapolated to 60 dB."""
+    x = np.asarray(x, np.float64)
+    if band is not None:
+        from scipy.signal import butter, sosfilt  # only here: scipy takes a while to import
+
+        x = sosfilt(butter(4, band, btype="band", fs=rate, output="sos"), x, axis=1)
+    energy = np.cumsum(np.square(x).sum(axis=0)[::-1])[::-1]
+    curve = 10 * np.log10(energy / energy[0] + 1e-300)
+    first, last = int(np.argmax(curve < -5)), int(np.argmax(curve < -35))
+    return -60.0 / np.polyfit(np.arange(first, last) / rate, curve[first:last], 1)[0]
