@@ -472,7 +472,9 @@ def render_file(midi_path: Path | str, output_path: Path | str, settings: Render
             if filled + n > chunk.shape[0]:
                 out.write(chunk[:filled])
                 filled = 0
-            chunk[filled : filled + n] = block.T
+            # Row by row: a transposed 2-D copy makes numpy loop over pairs of samples.
+            chunk[filled : filled + n, 0] = block[0]
+            chunk[filled : filled + n, 1] = block[1]
             filled += n
 
         render_score(score, cache, program_map, settings, write, report)

@@ -92,8 +92,15 @@ class Synth:
         self._sends_muted = 0  # frames left in which no channel sends (voices fading after all sound off)
         self._sends_changed = 0  # counts CC91/CC93 changes and resets, so the send levels are recomputed
         self._sends_key: tuple[bool, bool, int] | None = None
-        self._bus_of: list[np.ndarray | None] = [None] * NUM_CHANNELS
-        self._no_buses: list[np.ndarray | None] = [None] * NUM_CHANNELS
+        # Voices add into their channel's mono bus; each channel sounding this block is then
+        # panned into the mix (or its send group) once, so a voice costs mono work only.
+        self._channel_buses = list(np.zeros((NUM_CHANNELS, self.block_size), np.float32))
+        self._channel_used = [False] * NUM_CHANNELS
+        self._pan_from: list[tuple[float, float] | None] = [None] * NUM_CHANNELS  # gains of the last block
+        self._scaled = np.empty(self.block_size, np.float32)
+        self._pair = np.zeros((2, 1), np.float32)
+        self._stereo = np.empty((2, self.block_size), np.float32)
+        self._pan_curve = np.empty(self.block_size, np.float32)
         self._scratch = MixScratch(self.block_size)
         self._increments = np.empty(self.block_size, np.float64)
         self._serial = 0
@@ -317,39 +324,41 @@ class Synth:
             raise ValueError(f"block of {n} frames > block_size {self.block_size}")
         out[:, :n] = 0.0
         sends = self._sends
-        bus_of = self._bus_of  # each channel's buffer this block, found at its first voice
         if sends is not None:
             self._begin_sends(sends, n)
-            bus_of[:] = self._no_buses
+        buses, used = self._channel_buses, self._channel_used
         for voice in self.voices:
             if voice.state == VoiceState.FREE:
                 continue
-            state = self.channels[voice.channel]
-            bus = out
-            if sends is not None:
-                bus = bus_of[voice.channel]
-                if bus is None:
-                    bus = bus_of[voice.channel] = sends.bus_for(voice.channel, out)
-            left, right = state.gains()
+            channel = voice.channel
+            bus = buses[channel]
+            if not used[channel]:
+                bus[:n] = 0.0
+                used[channel] = True
+            state = self.channels[channel]
             was_counted = voice.state != VoiceState.STOLEN
             increments = None
             if state.modulation > 0:
                 increments = self._vibrato_increments(voice, state, n)
-            left, right = left * self.gain, right * self.gain
             pending = voice.min_frames - voice.played if voice.release_pending else 0
             if 0 < pending < n:
                 # A note-off that came before MIN_NOTE_SECONDS of sound takes effect mid-block.
-                voice.render(bus, pending, self._scratch, left, right, increments)
+                voice.render(bus, pending, self._scratch, increments)
                 voice.release()
-                rest = bus[:, pending:n]
                 tail_increments = None if increments is None else increments[pending:n]
-                voice.render(rest, n - pending, self._scratch, left, right, tail_increments)
+                voice.render(bus[pending:n], n - pending, self._scratch, tail_increments)
             else:
                 if voice.release_pending and pending <= 0:
                     voice.release()
-                voice.render(bus, n, self._scratch, left, right, increments)
+                voice.render(bus, n, self._scratch, increments)
             if voice.state == VoiceState.FREE and was_counted:
                 self._sounding -= 1
+        for channel in range(NUM_CHANNELS):
+            if used[channel]:
+                used[channel] = False
+                self._pan_channel(channel, out if sends is None else sends.bus_for(channel, out), n)
+            else:
+                self._pan_from[channel] = None
         if sends is not None:
             self._finish_sends(sends, out, n)
         for state in self.channels:
@@ -358,6 +367,29 @@ class Synth:
         return self.limiter.process(out, n)
 
     # ------------------------------------------------------------------ internals
+
+    def _pan_channel(self, channel: int, bus: np.ndarray, n: int) -> None:
+        """Add channel ``channel``'s mono bus to the stereo ``bus`` with its volume, expression
+        and pan (and the master gain); when those changed since the last block, the gains ramp
+        across this one (no zipper noise on CC7/CC10/CC11)."""
+        left, right = self.channels[channel].gains()
+        left, right = left * self.gain, right * self.gain
+        mono = self._channel_buses[channel][:n]
+        scaled = self._scaled[:n]
+        start = self._pan_from[channel]
+        if start is None or start == (left, right):
+            pair, stereo = self._pair, self._stereo[:, :n]
+            pair[0, 0], pair[1, 0] = left, right
+            np.multiply(pair, mono, out=stereo)
+            bus[:, :n] += stereo
+        else:
+            curve = self._pan_curve[:n]
+            for row, g0, g1 in ((0, start[0], left), (1, start[1], right)):
+                np.multiply(self._scratch.ramp32[:n], np.float32((g1 - g0) / n), out=curve)
+                curve += np.float32(g0)
+                np.multiply(mono, curve, out=scaled)
+                bus[row, :n] += scaled
+        self._pan_from[channel] = (left, right)
 
     def _begin_sends(self, sends: SendBuses, n: int) -> None:
         # An effect at level 0 is off: its sends count as 0, so those channels play dry.

@@ -1,9 +1,11 @@
 """Voices: one sounding note each, read from a :class:`NoteSample` with envelope, transposition and loop.
 
 This is the render side (FluidSynth's ``rvoice``): a voice only knows how to add its next
-block of audio to a stereo bus. Which voice plays what, and when it is released or stolen,
-is decided by :class:`engine.synth.synth.Synth`. Every buffer a voice needs while mixing
-lives in a :class:`MixScratch` allocated once, so rendering a block allocates no arrays.
+block of audio, enveloped and scaled by its gain, to its channel's mono bus; the synth pans
+each channel's bus into the stereo mix once per block. Which voice plays what, and when it
+is released or stolen, is decided by :class:`engine.synth.synth.Synth`. Every buffer a voice
+needs while mixing lives in a :class:`MixScratch` allocated once, so rendering a block
+allocates no arrays.
 """
 
 from __future__ import annotations
@@ -76,10 +78,6 @@ class MixScratch:
         self.next_value = np.empty(n, np.float32)
         self.mono = np.empty(n, np.float32)
         self.envelope = np.empty(n, np.float32)
-        self.gain_curve = np.empty(n, np.float32)
-        self.weighted = np.empty(n, np.float32)
-        self.pair = np.zeros((2, 1), np.float32)
-        self.stereo = np.empty((2, n), np.float32)
 
 
 class Voice:
@@ -87,8 +85,7 @@ class Voice:
 
     __slots__ = ("state", "channel", "key", "velocity", "serial", "sample", "pos", "in_loop",
                  "rate", "level", "attack_step", "release_coef", "steal_step", "gain",
-                 "key_down", "sostenuto", "gain_l", "gain_r", "started", "played", "min_frames",
-                 "release_pending")  # fmt: skip
+                 "key_down", "sostenuto", "played", "min_frames", "release_pending")  # fmt: skip
 
     def __init__(self) -> None:
         self.state = VoiceState.FREE
@@ -107,9 +104,6 @@ class Voice:
         self.gain = 0.0
         self.key_down = False
         self.sostenuto = False
-        self.gain_l = 0.0  # gains reached at the end of the last block (ramped from, to avoid zipper noise)
-        self.gain_r = 0.0
-        self.started = False
         self.played = 0  # frames rendered since start
         self.min_frames = 0
         self.release_pending = False
@@ -141,7 +135,6 @@ class Voice:
         self.gain = gain * patch.gain
         self.key_down = True
         self.sostenuto = False
-        self.started = False
         self.played = 0
         self.min_frames = int(MIN_NOTE_SECONDS * rate)
         self.release_pending = False
@@ -176,15 +169,14 @@ class Voice:
         self.state = VoiceState.FREE
         self.sample = None
 
-    def render(self, bus: np.ndarray, frames: int, scratch: MixScratch, target_l: float,
-               target_r: float, increments: np.ndarray | None = None) -> None:  # fmt: skip
-        """Add the next ``frames`` frames of this voice to ``bus``.
+    def render(self, bus: np.ndarray, frames: int, scratch: MixScratch,
+               increments: np.ndarray | None = None) -> None:  # fmt: skip
+        """Add the next ``frames`` frames of this voice, times its envelope and gain, to ``bus``.
 
         Args:
-            bus: float32 ``[2, >= frames]`` stereo bus, added to.
+            bus: float32 ``[>= frames]`` mono bus of the voice's channel, added to (the
+                channel's pan, volume and expression are applied to the whole bus later).
             frames: frames to render (<= ``scratch.block_size``).
-            target_l, target_r: channel gains (pan, volume, expression, master) to reach by
-                the end of the block; the gain ramps linearly from the previous block's.
             increments: float64 ``[>= frames]`` per-frame read increments when the playback
                 rate varies inside the block (vibrato), else ``None`` to use ``self.rate``.
         """
@@ -237,7 +229,7 @@ class Voice:
                 self.state = VoiceState.FREE
                 break
         self.played += frames
-        self._apply_envelope_and_mix(bus, frames, scratch, target_l, target_r)
+        self._apply_envelope_and_mix(bus, frames, scratch)
 
     @staticmethod
     def _copy_at_unit_rate(buffer: np.ndarray, pos: float, out: np.ndarray) -> None:
@@ -272,17 +264,20 @@ class Voice:
         nxt *= frac
         out += nxt
 
-    def _apply_envelope_and_mix(self, bus: np.ndarray, frames: int, scratch: MixScratch,
-                                target_l: float, target_r: float) -> None:  # fmt: skip
+    def _apply_envelope_and_mix(self, bus: np.ndarray, frames: int, scratch: MixScratch) -> None:
+        # The voice's gain is folded into the envelope's scalars, so each case costs one
+        # multiply over the block before the add into the channel's bus.
         mono = scratch.mono[:frames]
         env = scratch.envelope[:frames]
         ramp = scratch.ramp32[:frames]
         state = self.state
+        gain = self.gain
         end_level = self.level
         if state == VoiceState.STOLEN:
             np.multiply(ramp, np.float32(-self.steal_step), out=env)
             env += np.float32(self.level)
             np.maximum(env, np.float32(0.0), out=env)
+            env *= np.float32(gain)
             mono *= env
             end_level = max(0.0, self.level - self.steal_step * frames)
             if end_level <= 0.0:
@@ -292,7 +287,7 @@ class Voice:
             # per-element pow (51 us for 4096 frames here), exp is vectorised (11 us).
             np.multiply(ramp, np.float32(math.log(self.release_coef)), out=env)
             np.exp(env, out=env)
-            env *= np.float32(self.level)
+            env *= np.float32(self.level * gain)
             mono *= env
             end_level = self.level * self.release_coef**frames
             if end_level < SILENCE:
@@ -301,29 +296,13 @@ class Voice:
             np.multiply(ramp, np.float32(self.attack_step), out=env)
             env += np.float32(self.level)
             np.minimum(env, np.float32(1.0), out=env)
+            env *= np.float32(gain)
             mono *= env
             end_level = min(1.0, self.level + self.attack_step * frames)
-        self.level = end_level
-        # Stereo gains ramp from last block's to this block's target (no zipper noise on CC7/CC10).
-        gain = self.gain
-        start_l, start_r = (self.gain_l, self.gain_r) if self.started else (target_l, target_r)
-        self.started = True
-        if start_l == target_l and start_r == target_r:
-            pair = scratch.pair
-            pair[0, 0] = target_l * gain
-            pair[1, 0] = target_r * gain
-            stereo = scratch.stereo[:, :frames]
-            np.multiply(pair, mono, out=stereo)
-            bus[:, :frames] += stereo
         else:
-            weighted = scratch.weighted[:frames]
-            curve = scratch.gain_curve[:frames]
-            for row, g0, g1 in ((0, start_l, target_l), (1, start_r, target_r)):
-                np.multiply(ramp, np.float32((g1 - g0) * gain / frames), out=curve)
-                curve += np.float32(g0 * gain)
-                np.multiply(mono, curve, out=weighted)
-                bus[row, :frames] += weighted
-        self.gain_l, self.gain_r = target_l, target_r
+            mono *= np.float32(gain)
+        self.level = end_level
+        bus[:frames] += mono
         if state == VoiceState.FREE:
             self.free()
         else:
