@@ -275,6 +275,35 @@ def test_training_can_start_from_shipped_weights(tmp_path):
         start_from(wider, {"init": str(path)}, q)
 
 
+def test_a_finetune_may_grow_the_instrument_table_and_new_rows_start_as_the_trained_mean(tmp_path):
+    from mars_model.autoregressor import build_autoregressor
+    from mars_model.autoregressor.train import start_from
+    from mars_model.weights_io import save_weights
+    from tests.tiny_models import TINY_AR
+
+    q = tiny_tokenizer().quantizer
+    shipped = tiny_autoregressor(seed=1)
+    path = tmp_path / "ar.pt"
+    save_weights(path, "autoregressor", {"autoregressor": TINY_AR.to_dict(), "scales": [list(s) for s in q.scales],
+                                         "latent_dim": q.dim, "vocab": q.codebook_size}, shipped,
+                 {"instruments": [1, 3, 4]}, half=False)  # fmt: skip
+    grown = build_autoregressor(type(TINY_AR)(**{**TINY_AR.to_dict(), "n_instruments": 12}), q.scales, q.dim,
+                                q.codebook_size, seed=2)  # fmt: skip
+    start_from(grown, {"init": str(path)}, q)
+    old, new = shipped.condition.instrument.weight, grown.condition.instrument.weight
+    assert new.shape == (12, old.shape[1])
+    assert torch.equal(new[[1, 3, 4]], old[[1, 3, 4]]), "trained rows kept"
+    mean = old[[1, 3, 4]].mean(dim=0)
+    for row in (0, 2, 5, 7, 8, 11):  # untrained old rows and the new ones
+        assert torch.allclose(new[row], mean)
+    rest = {k: v for k, v in grown.state_dict().items() if k != "condition.instrument.weight"}
+    assert all(torch.equal(v, shipped.state_dict()[k]) for k, v in rest.items()), "everything else loaded as is"
+    smaller = build_autoregressor(type(TINY_AR)(**{**TINY_AR.to_dict(), "n_instruments": 4}), q.scales, q.dim,
+                                  q.codebook_size)  # fmt: skip
+    with pytest.raises(MarsError, match="only n_instruments may grow"):
+        start_from(smaller, {"init": str(path)}, q)
+
+
 def test_a_tokenizer_with_an_instrument_prior_decodes_with_the_requests_instrument():
     from dataclasses import replace
 

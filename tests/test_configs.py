@@ -71,6 +71,7 @@ RUN_CONFIG_HASHES = {
     ("autoregressor", "aug"): "48c0d966c7ee8448",
     ("autoregressor", "aug2"): "d899cbad37bb74d8",
     ("autoregressor", "aug3"): "1a462e62e2610a81",
+    ("autoregressor", "gm1"): "be4b938b0785a6e5",  # General MIDI coverage: running, not shipped yet
     ("codec", "eulerodec"): "c39725ce0ea79aab",
     ("codec", "real"): "cd0e149fd4ab4ac3",
 }
@@ -86,10 +87,11 @@ def test_every_stage_resolves_to_exactly_the_config_it_was_trained_with():
 
 
 def assert_chain(model: str, final: str) -> list[dict]:
-    """The stages leading to ``final`` are the whole recipe, in order, each starting from the one before."""
+    """The stages leading to ``final`` are the recipe's first stages, in order, each starting from the
+    one before (stages after ``final`` are training runs that have not shipped)."""
     rec = recipe(model)
     chain = rec.chain(final)
-    assert [s.name for s in chain] == rec.names
+    assert [s.name for s in chain] == rec.names[: rec.names.index(final) + 1]
     configs = [rec.resolve(s.name) for s in chain]
     assert "finetune" not in configs[0]
     for before, stage, config in zip(chain, chain[1:], configs[1:], strict=False):
@@ -129,6 +131,18 @@ def test_autoregressor_chain_shares_one_architecture_and_ends_in_the_shipped_wei
     assert (meta["finetune"], meta["data"], meta["steps"]) == (final["finetune"], final["data"], final["train"]["steps"])
     assert meta["instruments"] == sorted(final["data"]["programs"])
     assert meta["tokenizer_hash"] == file_hash(final["tokenizer"]["weights"]), "trained on the shipped tokenizer"
+
+
+def test_the_general_midi_stage_grows_the_shipped_model_to_every_program_and_kit():
+    rec = recipe("autoregressor")
+    shipped, gm = rec.resolve("aug3"), rec.resolve("gm1")
+    assert rec.stage("gm1").start_from == "aug3" and gm["finetune"]["init"] == "mars_model/weights/autoregressor.pt"
+    assert gm["data"] == {"root": "data/gm", "programs": None}, "every melodic program and every kit"
+    grown = ARConfig.from_dict(gm["autoregressor"])
+    assert grown == replace(ARConfig.from_dict(shipped["autoregressor"]), n_instruments=177), "128 programs + kits 0-48"
+    assert gm["tokenizer"] == shipped["tokenizer"], "the same token pyramid"
+    assert AugmentConfig.from_dict(gm["augment"]).pitch_shift == 0, "a drum key is not a pitch"
+    assert not rec.stage("gm1").export.startswith("mars_model/weights/"), "not shipped until it beats the shipped model"
 
 
 def test_codec_stages_are_the_shipped_eulerodec_and_its_real_twin():

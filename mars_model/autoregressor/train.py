@@ -90,16 +90,41 @@ def _tokenizer_path(config: Mapping[str, Any]) -> Path:
 
 def start_from(model: NextScaleTransformer, section: Mapping[str, Any] | None, quantizer) -> None:
     """``finetune: {init: WEIGHTS}``: start from a shipped autoregressor (same architecture and
-    token pyramid) instead of a fresh initialisation; the schedule of ``train:`` starts over."""
+    token pyramid) instead of a fresh initialisation; the schedule of ``train:`` starts over.
+
+    The one change of architecture allowed is a larger instrument table (``n_instruments``,
+    e.g. 128 GM programs -> 177 with the drum kits): the old rows are kept, and every new row
+    (and every row the old model never trained) starts as the mean of the rows it trained, so
+    a new instrument starts as "an average instrument" rather than noise.
+    """
     blob = finetune_init(section, KIND)
     if blob is None:
         return
     cfg = blob["config"]
-    if cfg["autoregressor"] != model.config.to_dict():
-        raise MarsError(f"finetune.init {section['init']}: another autoregressor architecture than this config's")
+    old = dict(cfg["autoregressor"])
+    new = model.config.to_dict()
+    grown = old["n_instruments"] < new["n_instruments"]
+    if {**old, "n_instruments": new["n_instruments"]} != new or old["n_instruments"] > new["n_instruments"]:
+        raise MarsError(f"finetune.init {section['init']}: another autoregressor architecture than this config's "
+                        "(only n_instruments may grow)")  # fmt: skip
     if [tuple(s) for s in cfg["scales"]] != list(quantizer.scales) or cfg["vocab"] != quantizer.codebook_size:
         raise MarsError(f"finetune.init {section['init']}: trained on another tokenizer's token pyramid")
-    model.load_state_dict(blob["state"])
+    state = dict(blob["state"])
+    if grown:
+        table = state["condition.instrument.weight"]
+        trained = [i for i in blob["meta"].get("instruments", range(len(table))) if i < len(table)]
+        rows = model.condition.instrument.weight.detach().clone()
+        rows[:] = table[trained].float().mean(dim=0)
+        rows[trained] = table[trained]
+        state["condition.instrument.weight"] = rows
+    model.load_state_dict(state)
+
+
+def train_instruments(root: str | Path, programs) -> list[int]:
+    """The instruments (GM programs; 128 + kit for drum kits) of a config's train notes."""
+    from mars_model.data.noteset import NoteSet
+
+    return sorted({int(i) for i in NoteSet(root, "train", programs=programs).conditions["instrument"]})
 
 
 def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: bool = False,
@@ -186,7 +211,7 @@ def export_autoregressor(run_dir: str | Path, out: str | Path,
         "pitch_range": [int(pitches.min()), int(pitches.max())],
         "steps": int(state["step"]),
         "data": data,
-        "instruments": sorted(int(p) for p in data.get("programs", [])),
+        "instruments": train_instruments(data["root"], data.get("programs")),
         "tokenizer_hash": file_hash(tok_path),
         "exported": time.strftime("%Y-%m-%d"),
         **({"recipe": dict(recipe)} if recipe else {}),
