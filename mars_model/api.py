@@ -20,6 +20,9 @@ from mars_model.errors import MarsError
 
 #: Velocities the note set is rendered at; the model conditions on the nearest one.
 VELOCITY_BUCKETS = (25, 50, 75, 100, 127)
+#: Instruments are GM programs 0-127, then drum kits: instrument ``FIRST_KIT + k`` is the kit of
+#: bank 128, program ``k`` (Standard 128, TR-808 153, Orchestra 176).
+FIRST_KIT = 128
 #: Rate in Hz of the notes the shipped model makes (NSynth's: content up to 8 kHz). The loaded
 #: model reports its own as ``NoteGenerator.sample_rate``; this is for callers that must not
 #: load torch (``render`` with every note cached), and a test keeps the two equal.

@@ -103,11 +103,12 @@ class AugmentConfig:
             raise MarsError(f"augment.probability must be in [0, 1], got {cfg.probability}")
         return cfg
 
-    def draw(self, pitches: np.ndarray, seed: int, idx: np.ndarray) -> np.ndarray:
+    def draw(self, pitches: np.ndarray, seed: int, idx: np.ndarray, movable: np.ndarray | None = None) -> np.ndarray:
         """Semitone shifts ``[B]`` for a batch (0 = as recorded), reproducible from the batch.
 
         The generator is seeded by the run's seed and the batch's note indices, so a resumed
-        run draws exactly what the uninterrupted run drew.
+        run draws exactly what the uninterrupted run drew. ``movable`` (``[B]`` bool) keeps
+        the notes it marks False as recorded: a drum key is a sound, not a pitch to move.
         """
         if not self.pitch_shift:
             return np.zeros(len(idx), dtype=np.int64)
@@ -116,6 +117,8 @@ class AugmentConfig:
         shifts = np.where(rng.random(len(idx)) < 0.5, -size, size)
         shifts[rng.random(len(idx)) >= self.probability] = 0
         shifts[(pitches + shifts < 0) | (pitches + shifts > 127)] = 0
+        if movable is not None:
+            shifts[~np.asarray(movable, bool)] = 0
         return shifts
 
 

@@ -133,6 +133,33 @@ def test_a_decoder_finetune_keeps_every_token_and_changes_only_the_decoder(tmp_p
     assert any(not torch.equal(v, state_before[k]) for k, v in model.state_dict().items() if k.startswith("decoder."))
 
 
+def test_a_decoder_finetune_may_grow_the_instrument_table_keeping_the_trained_rows(tmp_path):
+
+    with_prior = replace(TINY_TOKENIZER, instrument_prior=True, n_instruments=8)
+    shipped = build_tokenizer(with_prior, seed=1).eval()
+    with torch.no_grad():
+        shipped.decoder.instrument.weight.normal_()
+    path = tmp_path / "prior.pt"
+    save_weights(path, "tokenizer", {"tokenizer": with_prior.to_dict()}, shipped, {"data": {"programs": [2, 5]}},
+                 half=False)  # fmt: skip
+    grown = build_tokenizer(replace(with_prior, n_instruments=12), seed=2)
+    apply_finetune(grown, {"init": str(path), "freeze": ["encoder", "quantizer"]})
+    old, new = shipped.decoder.instrument.weight, grown.decoder.instrument.weight
+    assert new.shape[0] == 12 and torch.equal(new[:8], old)
+    assert all(torch.allclose(new[row], old[[2, 5]].mean(dim=0)) for row in range(8, 12)), "new rows: the trained mean"
+    # Decoding a program the old table has gives the old decoder's output; weights over the old
+    # table only (an autoregressor with fewer rows) are padded.
+    z, pitch = torch.randn(2, TINY_TOKENIZER.latent_dim, *TINY_TOKENIZER.latent_grid), torch.tensor([60, 62])
+    with torch.no_grad():
+        assert torch.allclose(grown.eval().decode_latent(z, pitch, torch.tensor([5, 2])),
+                              shipped.decode_latent(z, pitch, torch.tensor([5, 2])), atol=1e-6)  # fmt: skip
+        weights = torch.tensor([[0.0, 0.0, 0.5, 0.0, 0.0, 0.5]])
+        assert torch.allclose(grown.decode_latent(z[:1], pitch[:1], weights),
+                              shipped.decode_latent(z[:1], pitch[:1], weights), atol=1e-6)  # fmt: skip
+    with pytest.raises(MarsError, match="only instrument_prior may be turned on and n_instruments grown"):
+        apply_finetune(build_tokenizer(replace(with_prior, n_instruments=4)), {"init": str(path)})
+
+
 def test_finetune_and_loss_sections_are_checked(tmp_path):
     base = _shipped_tiny(tmp_path)
     with pytest.raises(MarsError, match="different tokenizer config"):

@@ -31,9 +31,8 @@ import torch
 
 def reconstruct(tok, specs, pitches, instruments, trained, batch=32):
     """Reconstructions ``[N, F, T]`` and the per-note latent error of ``specs`` ``[N, F, T]``."""
-    from mars_model.tokenizer.model import N_INSTRUMENTS
-
-    mix = torch.zeros(N_INSTRUMENTS)
+    n = tok.config.n_instruments
+    mix = torch.zeros(n)
     mix[sorted(trained)] = 1.0 / len(trained)
     recon, errors = [], []
     with torch.no_grad():
@@ -44,7 +43,7 @@ def reconstruct(tok, specs, pitches, instruments, trained, batch=32):
             q = tok.quantizer(z)[0]
             errors.append(((z - q) ** 2).sum(dim=(1, 2, 3)) / (z**2).sum(dim=(1, 2, 3)))
             weights = torch.stack([
-                torch.nn.functional.one_hot(torch.tensor(int(i)), N_INSTRUMENTS).float() if int(i) in trained else mix
+                torch.nn.functional.one_hot(torch.tensor(int(i)), n).float() if int(i) in trained else mix
                 for i in instruments[start : start + batch]
             ])  # fmt: skip
             recon.append(tok.decode_latent(q, p, weights if tok.config.instrument_prior else None)[:, 0].numpy())

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mars_model.api import VELOCITY_BUCKETS
+from mars_model.api import FIRST_KIT, VELOCITY_BUCKETS
 from mars_model.autoregressor.model import ARConfig, NextScaleTransformer, build_autoregressor
 from mars_model.errors import MarsError
 from mars_model.spectral import pitch_shift_log_spectrogram
@@ -159,7 +159,8 @@ def train_autoregressor(config: Mapping[str, Any], run_dir: str | Path, quiet: b
 
     def fetch(idx):
         idx = np.sort(idx)
-        moved = torch.from_numpy(augment.draw(cond["pitch"][idx].astype(np.int64), train_cfg.seed, idx))
+        moved = torch.from_numpy(augment.draw(cond["pitch"][idx].astype(np.int64), train_cfg.seed, idx,
+                                              movable=cond["instrument"][idx] < FIRST_KIT))  # fmt: skip
         idx = torch.from_numpy(idx)
         flat = tokens[0][idx]
         for shift in moved.unique().tolist():

@@ -45,6 +45,8 @@ class TokenizerConfig:
             the note's instrument: an embedding of its GM program (or a weighted mix of
             programs, as the autoregressor takes) scales and shifts the features after every
             residual block. Decoding then needs the instrument.
+        n_instruments: rows of the instrument prior's table: GM programs 0-127, then drum kits
+            (``mars_model.api.FIRST_KIT`` + kit program); as many as the autoregressor's.
     """
 
     cmx: tuple[int, int] = (16, 8)
@@ -58,6 +60,7 @@ class TokenizerConfig:
     beta: float = 0.25
     pitch_prior: bool = False
     instrument_prior: bool = False
+    n_instruments: int = 128
     spectral: SpectralConfig = field(default_factory=SpectralConfig)
 
     @classmethod
@@ -132,16 +135,13 @@ class Encoder(nn.Module):
         return self.net(x)
 
 
-#: GM programs an instrument prior can name (the autoregressor's table is the same size).
-N_INSTRUMENTS = 128
-
-
-def instrument_weights(instrument: torch.Tensor) -> torch.Tensor:
-    """``[B]`` GM programs -> one-hot ``[B, 128]``; ``[B, n]`` mixing weights over programs
-    ``0..n-1`` (n <= 128, as an autoregressor with a smaller table gives) -> ``[B, 128]``."""
+def instrument_weights(instrument: torch.Tensor, n: int) -> torch.Tensor:
+    """``[B]`` instruments -> one-hot ``[B, n]``; ``[B, m]`` mixing weights over instruments
+    ``0..m-1`` -> ``[B, n]``, padded with zeros (an autoregressor with a smaller table) or cut
+    (a larger one: instruments this decoder has no row for add nothing)."""
     if instrument.dim() == 1:
-        return nn.functional.one_hot(instrument.long(), N_INSTRUMENTS).float()
-    return nn.functional.pad(instrument.float(), (0, N_INSTRUMENTS - instrument.shape[1]))
+        return nn.functional.one_hot(instrument.long(), n).float()
+    return nn.functional.pad(instrument.float(), (0, n - instrument.shape[1]))
 
 
 class FiLM(nn.Module):
@@ -184,13 +184,13 @@ class Decoder(nn.Module):
         self.out = nn.Sequential(group_norm(ch[-1]), nn.SiLU(), Conv2d(ch[-1], c_cmx, 3, padding=1))
         self.instrument: nn.Embedding | None = None
         if cfg.instrument_prior:
-            self.instrument = nn.Embedding(N_INSTRUMENTS, self.EMBED_DIM)
+            self.instrument = nn.Embedding(cfg.n_instruments, self.EMBED_DIM)
             blocks = [m.body[-1].out_channels for m in [*self.net, self.mix] if isinstance(m, ResBlock)]
             self.film = nn.ModuleList(FiLM(self.EMBED_DIM, width) for width in blocks)
 
     def forward(self, z: torch.Tensor, comb: torch.Tensor | None = None,
                 instrument: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
-        """``instrument``: ``[B, 128]`` mixing weights over GM programs (instrument prior only)."""
+        """``instrument``: ``[B, n_instruments]`` mixing weights (instrument prior only)."""
         films, e = None, None
         if self.instrument is not None:  # one FiLM per residual block, in order
             films, e = iter(self.film), batch_invariant_matmul(instrument.to(self.instrument.weight.dtype), self.instrument.weight)
@@ -237,15 +237,15 @@ class Tokenizer(nn.Module):
         return multiplex(harmonic_comb(pitch, self.config.spectral), self.config.cmx)
 
     def _instrument(self, instrument: torch.Tensor | None, batch: int) -> torch.Tensor | None:
-        """``[B, 128]`` instrument weights (None without the instrument prior)."""
+        """``[B, n_instruments]`` instrument weights (None without the instrument prior)."""
         if not self.config.instrument_prior:
             return None
         if instrument is None or len(instrument) != batch:
             from mars_model.errors import MarsError
 
             raise MarsError("this tokenizer has an instrument prior: pass the notes' instruments "
-                            "([B] GM programs or [B, 128] weights)")  # fmt: skip
-        return instrument_weights(instrument)
+                            "([B] instruments or [B, n] weights)")  # fmt: skip
+        return instrument_weights(instrument, self.config.n_instruments)
 
     def encode_latent(self, spec: torch.Tensor, pitch: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, 1, F, T]`` log-spectrogram (and ``[B]`` pitches) -> continuous latent ``[B, D, H, W]``."""

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mars_model.api import FIRST_KIT
 from mars_model.data.noteset import NoteSet
 from mars_model.errors import MarsError
 from mars_model.spectral import (
@@ -125,18 +126,29 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     if blob is None:
         return
     init_cfg = TokenizerConfig.from_dict(blob["config"]["tokenizer"], where=f"{section['init']}: tokenizer")
-    # The one change a fine-tune may make: add the instrument prior (its layers start as identities).
+    # The changes a fine-tune may make: add the instrument prior (its layers start as identities),
+    # or grow its instrument table (rows are added; see below).
     adds_instrument = model.config.instrument_prior and not init_cfg.instrument_prior
+    grows = init_cfg.instrument_prior and model.config.n_instruments > init_cfg.n_instruments
     if adds_instrument:
         init_cfg = replace(init_cfg, instrument_prior=True)
+    if grows or adds_instrument:
+        init_cfg = replace(init_cfg, n_instruments=model.config.n_instruments)
     if init_cfg != model.config:
         raise MarsError(f"finetune.init {section['init']}: trained with a different tokenizer config "
                         "than this config's tokenizer section (copy that section from the weights' config; "
-                        "only instrument_prior may be turned on)")  # fmt: skip
-    missing, unexpected = model.load_state_dict(blob["state"], strict=False)
-    new_layers = [k for k in missing if k.startswith(("decoder.instrument.", "decoder.film."))] if adds_instrument else []
-    if unexpected or len(new_layers) != len(missing):
-        raise MarsError(f"finetune.init {section['init']}: weights do not match its tokenizer config")
+                        "only instrument_prior may be turned on and n_instruments grown)")  # fmt: skip
+    state = dict(blob["state"])
+    if grows:
+        # New instruments start as the mean of the programs the prior was trained on.
+        table = state["decoder.instrument.weight"].float()
+        trained = [p for p in (blob["meta"].get("data") or {}).get("programs") or range(len(table)) if p < len(table)]
+        rows = model.decoder.instrument.weight.detach().clone()
+        rows[:] = table[trained].mean(dim=0)
+        rows[: len(table)] = table
+        rows[trained] = table[trained]
+        state["decoder.instrument.weight"] = rows
+    missing, unexpected = model.load_state_dict(state, strict=False)
     freeze = list(section.get("freeze", []))
     bad = [name for name in freeze if name not in FREEZABLE]
     if bad:
@@ -158,13 +170,14 @@ def train_tokenizer(config: Mapping[str, Any], run_dir: str | Path, quiet: bool 
     apply_finetune(model, config.get("finetune"))
     augment = AugmentConfig.from_dict(config.get("augment"))
     pitches = notes.conditions["pitch"].astype(np.int64)
-    instruments = torch.from_numpy(notes.conditions["instrument"])
+    instruments_np = notes.conditions["instrument"]
+    instruments = torch.from_numpy(instruments_np)
 
     def fetch(idx):
         idx = np.sort(idx)
         device = next(model.parameters()).device
         batch = torch.from_numpy(specs[idx].astype(np.float32))[:, None]
-        shifts = augment.draw(pitches[idx], train_cfg.seed, idx)
+        shifts = augment.draw(pitches[idx], train_cfg.seed, idx, movable=instruments_np[idx] < FIRST_KIT)
         if shifts.any():
             batch = pitch_shift_log_spectrogram(batch, torch.from_numpy(shifts))
         pitch = torch.from_numpy(pitches[idx] + shifts)
