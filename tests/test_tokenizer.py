@@ -315,6 +315,10 @@ def test_augment_draw_is_reproducible_bounded_and_checked():
     edge = aug.draw(np.array([0, 127] * 200), seed=0, idx=np.arange(400))
     assert (edge[0::2] >= 0).all() and (edge[1::2] <= 0).all()  # never below MIDI 0 or above 127
     assert not AugmentConfig.from_dict(None).draw(pitches, 0, idx).any()
+    # Drum notes (movable False) stay where they are; the melodic ones draw exactly as before.
+    drums = idx % 3 == 0
+    kept = aug.draw(pitches, seed=0, idx=idx, movable=~drums)
+    assert not kept[drums].any() and np.array_equal(kept[~drums], shifts[~drums])
     with pytest.raises(MarsError, match="pitch_shift must be 0..12"):
         AugmentConfig.from_dict({"pitch_shift": 13})
     with pytest.raises(MarsError, match=r"probability must be in \[0, 1\]"):
