@@ -20,6 +20,10 @@ music: 100-170 distinct notes a minute).
 ``--in-process`` times the warm render inside this process instead (``render_to_array`` on a
 filled cache: the mixing alone, without start-up, model id, note loading or the WAV), effects
 on and off interleaved, next to FluidSynth's whole process with its effects on and off.
+Python modules are byte-compiled first and the runs may use the compiled files (as after
+``pip install``, which compiles the package), whatever ``PYTHONDONTWRITEBYTECODE`` says;
+otherwise every run would compile the whole engine again. ``--warm-only`` skips the cold
+runs (one render fills the cache) when only the mixing is being compared.
 ``--note-source module:factory`` renders with another NoteSource (``MARS_SYNTH_NOTE_SOURCE``;
 ``tests/`` and ``tools/`` are put on the path) while no trained model is installed: the
 tests' additive instrument (``test_engine_harmonic_source:HarmonicNoteSource``) or notes
@@ -140,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--soundfont", type=Path, help="SoundFont for FluidSynth (default: FluidR3_GM, else TimGM6mb)")
     parser.add_argument("--note-source", metavar="MODULE:FACTORY", help="render with this NoteSource instead of the model")
     parser.add_argument("--in-process", action="store_true", help="time the warm mixing in this process (see above)")
+    parser.add_argument("--warm-only", action="store_true", help="skip the cold runs: one render fills the cache")
     args = parser.parse_args(argv)
     files = args.midi or sorted((REPO / "examples").glob("*.mid"))
     soundfont = args.soundfont or next((sf for sf in SOUNDFONTS if sf.is_file()), None)
@@ -153,6 +158,9 @@ def main(argv: list[str] | None = None) -> int:
                                                           env.get("PYTHONPATH")]))  # fmt: skip
     if args.in_process:
         return in_process(files, args, soundfont, fluidsynth, env)
+    # As installed: the package byte-compiled and the compiled files used.
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(REPO / "engine"), str(REPO / "mars_model")], check=True)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     ours = [sys.executable, "-m", "engine.bindings.cli", "render"]
     print(f"# bench_render: {args.repeats} repeats, medians; {args.sample_rate} Hz; FluidSynth with {soundfont.name}; "
           f"notes from {args.note_source or 'the shipped model'}; {os.cpu_count()} CPUs")
@@ -170,10 +178,13 @@ def main(argv: list[str] | None = None) -> int:
             for i in range(args.repeats):  # interleaved, so a busy spell hurts every column alike
                 fluid.append(timed_run(fluid_base + [str(soundfont), str(midi)]))
                 fluid_dry.append(timed_run(fluid_base + ["-R", "0", "-C", "0", str(soundfont), str(midi)]))
-                cache = tmp / f"cache-{midi.stem}-{i}"
+                cache = tmp / f"cache-{midi.stem}-{0 if args.warm_only else i}"
                 base = ours + [str(midi), "-o", str(out), "--sample-rate", str(args.sample_rate), "-q",
                                "--cache-dir", str(cache)]  # fmt: skip
-                cold.append(timed_run(base, env))
+                if not args.warm_only:
+                    cold.append(timed_run(base, env))
+                elif i == 0:
+                    timed_run(base, env)  # fills the cache
                 warm.append(timed_run(base, env))
                 warm_dry.append(timed_run(base + ["--no-reverb", "--no-chorus"], env))
             seconds = soundfile.info(str(out)).duration
@@ -181,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             def med(runs: list[tuple[float, float]], k: int) -> float:
                 return statistics.median(r[k] for r in runs)
 
+            if not cold:  # --warm-only
+                cold = [(float("nan"), float("nan"), float("nan"))]
             f_s, c_s, w_s = med(fluid, 0), med(cold, 0), med(warm, 0)
             fd_s, wd_s = med(fluid_dry, 0), med(warm_dry, 0)
             print(f"{midi.name:<16} {seconds:7.2f} | {f_s:12.3f} {med(fluid, 1):6.3f} {med(fluid, 2):4.0f} | "
