@@ -39,16 +39,23 @@ class DrumSound:
     Attributes:
         key: the drum key (MIDI note number) struck.
         name: its name in this kit (``Closed Hi-Hat``).
-        instrument: the model instrument whose note it is: 128 + the kit that owns the sound.
+        instruments: the model instruments that have this sound, preferred first: 128 + each
+            kit of the fallback chain that owns a sound on the key (a model that lacks the
+            first may know the next: Room 1's kick, then Room's, then Standard's).
         note_off: whether letting the key up ends the sound (else it is a one-shot).
         exclusive_class: keys of the same class on a channel choke each other (0: none).
     """
 
     key: int
     name: str
-    instrument: int
+    instruments: tuple[int, ...]
     note_off: bool
     exclusive_class: int
+
+    @property
+    def instrument(self) -> int:
+        """The instrument whose note is this sound: 128 + the first kit of the chain that owns it."""
+        return self.instruments[0]
 
 
 @dataclass(frozen=True)
@@ -166,9 +173,9 @@ def _kits(data: dict) -> dict[int, DrumKit]:
         own_names = {int(k): v for k, v in first(entries, "names", {}).items()}
         sounds = {}
         for key in entry["keys"]:
-            owner = next(p for p, e in entries if key in e["own_keys"])
-            sounds[key] = DrumSound(key, own_names.get(key) or names.get(key, f"Key {key}"),
-                                    KIT_INSTRUMENT_BASE + owner, key in note_off, class_of.get(key, 0))  # fmt: skip
+            owners = tuple(KIT_INSTRUMENT_BASE + p for p, e in entries if key in e["own_keys"])
+            sounds[key] = DrumSound(key, own_names.get(key) or names.get(key, f"Key {key}"), owners,
+                                    key in note_off, class_of.get(key, 0))  # fmt: skip
         kits[program] = DrumKit(program, str(entry["name"]), bool(entry["base"]), sounds)
     return kits
 

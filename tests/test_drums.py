@@ -1,0 +1,188 @@
+"""General MIDI drums: channel 10 plays drum kits through the kit table, one-shots, chokes, warnings.
+
+Drum notes come from the test instrument's struck one-shots (``drum_hit``: a 3 ms click and a
+key-dependent decaying tone, louder with velocity) from a source that lists every kit, and
+are measured in the rendered audio. A source that lists no kits (as the shipped model)
+leaves channel 10 silent with one warning.
+"""
+
+from __future__ import annotations
+
+import mido
+import numpy as np
+import pytest
+from test_engine_harmonic_source import DRUM_DECAY, HarmonicNoteSource, drum_kit_source
+from test_render import cc, note, write_midi
+
+from engine.midi.drum_kits import DrumKits
+from engine.midi.program_map import ProgramMap
+from engine.render import RenderSettings, render_to_array
+from engine.synth.effects import DRY
+
+RATE = 48000
+TICK = 1 / 960  # seconds per tick at 120 bpm and 480 ticks per beat
+DRUMS = 9  # channel 10, 0-based
+
+
+def render(path, source, **kw):
+    kw.setdefault("tail", 2.0)
+    return render_to_array(path, RenderSettings(sample_rate=RATE, progress=False, effects=DRY, **kw), source)
+
+
+def program(tick, number, ch=DRUMS):
+    return [(tick, mido.Message("program_change", program=number, channel=ch))]
+
+
+def energy(audio, start_s, end_s) -> float:
+    part = audio[:, int(start_s * RATE) : int(end_s * RATE)].astype(np.float64)
+    return float(np.sum(part * part))
+
+
+def onset(audio, expected_s, search_s=0.02) -> float:
+    """Seconds from ``expected_s`` to the onset found within +/- ``search_s``: the first sample where
+    the first difference (the click; the decaying tones barely move it) passes a quarter of its
+    largest value in the window."""
+    mono = audio.sum(axis=0).astype(np.float64)
+    lo = int((expected_s - search_s) * RATE)
+    diff = np.abs(np.diff(mono[lo : int((expected_s + search_s) * RATE)]))
+    first = int(np.flatnonzero(diff > 0.25 * diff.max())[0])
+    return (lo + first + 1) / RATE - expected_s
+
+
+@pytest.fixture
+def kits_source():
+    return drum_kit_source()
+
+
+# A bar and a half at 120 bpm in eighths (240 ticks = 0.25 s) from 0.5 s: (tick, key, velocity).
+PATTERN = [(480 + tick, key, vel) for tick, key, vel in [
+    (0, 36, 110), (0, 42, 80), (240, 42, 70), (480, 38, 100), (480, 42, 80), (720, 46, 90),
+    (960, 42, 80), (960, 36, 120), (1200, 44, 60), (1440, 38, 127), (1440, 42, 85), (1680, 45, 90),
+    (1800, 47, 95), (1920, 49, 127), (1920, 36, 100), (2160, 50, 80), (2400, 49, 60), (2640, 49, 100),
+]]  # fmt: skip
+
+
+def test_a_drum_pattern_renders_every_hit_on_time(tmp_path, kits_source):
+    events = [e for tick, key, vel in PATTERN for e in note(tick, 60, key, vel, ch=DRUMS)]
+    audio, report = render(write_midi(tmp_path / "beat.mid", events), kits_source)
+    assert not [w for w in report.warnings if "drum" in w], report.warnings
+    assert report.notes == len(PATTERN) and report.skipped_notes == 0
+    for tick in sorted({tick for tick, _, _ in PATTERN}):
+        assert abs(onset(audio, tick * TICK)) <= 0.003, (tick, onset(audio, tick * TICK))
+    # The notes were asked of the Standard kit at their drum keys.
+    assert {(r.instrument, r.pitch) for r in kits_source.requests} == {(128, key) for _, key, _ in PATTERN}
+
+
+def test_a_closed_hi_hat_chokes_an_open_one(tmp_path, kits_source):
+    open_alone = write_midi(tmp_path / "open.mid", note(0, 60, 46, ch=DRUMS) + note(480, 60, 38, 30, ch=DRUMS))
+    choked = write_midi(tmp_path / "choked.mid", note(0, 60, 46, ch=DRUMS) + note(480, 60, 42, 30, ch=DRUMS))
+    ringing, _ = render(open_alone, kits_source)
+    cut, _ = render(choked, kits_source)
+    # Before the second hit both are the same open hi-hat ...
+    assert np.allclose(ringing[:, : int(0.49 * RATE)], cut[:, : int(0.49 * RATE)], atol=1e-6)
+    # ... after a soft snare it rings on; after a soft closed hi-hat it is gone.
+    after = (0.55, 1.2)
+    assert energy(cut, *after) < 0.01 * energy(ringing, *after)
+    # The choke is a fade of a few ms, not a click: what is left of the open hi-hat (the mix
+    # less the closed hi-hat alone) moves no faster while it fades than while it rang.
+    closed, _ = render(write_midi(tmp_path / "closed.mid", note(480, 60, 42, 30, ch=DRUMS)), kits_source)
+    rest = cut[0] - closed[0]
+    fading = np.abs(np.diff(rest[int(0.5 * RATE) : int(0.51 * RATE)])).max()
+    assert fading <= 1.5 * np.abs(np.diff(rest[int(0.45 * RATE) : int(0.5 * RATE)])).max()
+    assert np.abs(rest[int(0.51 * RATE) :]).max() < 1e-6
+
+
+def test_louder_hits_are_louder(tmp_path, kits_source):
+    velocities = (20, 45, 70, 100, 127)
+    events = [e for i, vel in enumerate(velocities) for e in note(i * 960, 60, 49, vel, ch=DRUMS)]
+    audio, _ = render(write_midi(tmp_path / "crash.mid", events), kits_source)
+    levels = [energy(audio, i, i + 0.05) for i in range(len(velocities))]
+    assert all(b > 1.3 * a for a, b in zip(levels, levels[1:])), levels
+
+
+@pytest.mark.parametrize("key, cut", [(36, False), (72, True)])
+def test_note_off_cuts_a_long_whistle_but_not_a_kick(tmp_path, kits_source, key, cut):
+    short = write_midi(tmp_path / "short.mid", note(0, 48, key, ch=DRUMS))  # key up after 50 ms
+    long = write_midi(tmp_path / "long.mid", note(0, 1920, key, ch=DRUMS))  # ... after 2 s
+    a, _ = render(short, kits_source)  # both run 2 s past their last note-off
+    b, _ = render(long, kits_source)
+    window = (0.2, 0.6)
+    assert energy(b, *window) > 0.01  # the drum still sounds there when the key stays down
+    if cut:
+        assert energy(a, *window) < 0.05 * energy(b, *window)
+    else:
+        assert a.shape[1] >= 2 * RATE and np.array_equal(a[:, : 2 * RATE], b[:, : 2 * RATE])
+
+
+def test_a_one_shot_plays_to_its_end_and_never_loops(tmp_path, kits_source):
+    # A kick held for 6 s: a looping voice would still sound at 5 s; the one-shot ended at 4 s.
+    audio, report = render(write_midi(tmp_path / "held.mid", note(0, 5760, 36, ch=DRUMS)), kits_source, tail="eot")
+    assert energy(audio, 0.0, 0.3) > 0.1
+    assert energy(audio, 4.1, 5.9) == 0.0
+    assert not [w for w in report.warnings if "still held" in w]
+
+
+def test_kit_program_change_selects_the_kit_and_variations_fall_back(tmp_path, kits_source):
+    events = (program(0, 25) + note(0, 60, 36, ch=DRUMS) + note(240, 60, 54, ch=DRUMS)  # TR-808
+              + program(480, 9) + note(480, 60, 36, ch=DRUMS) + note(720, 60, 49, ch=DRUMS)  # Room 1
+              + note(960, 60, 39, ch=DRUMS))  # fmt: skip
+    _, report = render(write_midi(tmp_path / "kits.mid", events), kits_source)
+    asked = sorted((r.instrument, r.pitch) for r in kits_source.requests)
+    # 808's own kick; its tambourine is Standard's; Room 1's own kick; its crash is Room's (8); its
+    # clap Standard's.
+    assert asked == [(128, 39), (128, 54), (136, 49), (137, 36), (153, 36)]
+    assert report.notes == 5 and not report.warnings
+
+
+def test_a_model_missing_a_variation_plays_the_base_kits_sound():
+    kits = ProgramMap.load()
+    kits.set_model_instruments([*range(128), 128, 136])  # Standard and Room only
+    assert kits.choose(DRUMS, 0, 9, 36).preset.instrument == 136  # Room 1's kick -> Room's
+    assert kits.choose(DRUMS, 0, 25, 36).preset.instrument == 128  # TR-808's kick -> Standard's
+
+
+def test_unknown_kit_unmapped_key_and_kit_on_a_melodic_channel_warn_once_each(tmp_path, kits_source):
+    events = (program(0, 60) + note(0, 60, 38, ch=DRUMS) + note(240, 60, 38, ch=DRUMS)  # no kit 60: Orchestra
+              + note(480, 60, 20, ch=DRUMS) + note(720, 60, 20, ch=DRUMS)  # key 20: no sound in any kit
+              + cc(0, 0, 120, ch=2) + program(0, 25, ch=2)  # channel 3: GM2 rhythm bank, TR-808
+              + note(960, 60, 36, ch=2) + note(1200, 60, 36, ch=2))  # fmt: skip
+    audio, report = render(write_midi(tmp_path / "odd.mid", events), kits_source)
+    assert report.warnings == [
+        "drum kit 60 is not in FluidR3_GM's bank 128; playing Orchestra (48), the nearest base kit below it",
+        "drum key 20 has no sound in kit Orchestra (48); its notes are skipped",
+        "channel 3 selects drum kit TR-808 (25) with bank 120 (a rhythm bank): its keys play drums",
+    ]  # fmt: skip
+    assert report.notes == 4 and report.skipped_notes == 2
+    assert sorted({(r.instrument, r.pitch) for r in kits_source.requests}) == [(153, 36), (176, 38)]
+    assert energy(audio, 1.0, 1.1) > 0.01  # the 808 kick on channel 3 sounds
+
+
+def test_without_kit_instruments_channel_10_is_skipped_with_one_warning(tmp_path):
+    from mars_model.api import default_model_instruments
+
+    shipped = default_model_instruments()  # the shipped model's list, read without torch
+    assert shipped is not None and not set(shipped) & DrumKits.load().instruments
+    source = HarmonicNoteSource(instruments=shipped)
+    events = note(0, 240, 60) + [e for tick, key, vel in PATTERN for e in note(tick, 60, key, vel, ch=DRUMS)]
+    audio, report = render(write_midi(tmp_path / "band.mid", events), source, preset=None)
+    assert report.notes == 1 and report.skipped_notes == len(PATTERN)
+    drum_lines = [w for w in report.warnings if "drum" in w]
+    assert drum_lines == [f"skipped {len(PATTERN)} drum notes on channel 10 (the model makes no drums yet; to hear "
+                          "them pitched, give the channel a preset with --map, e.g. 'channels: {10: vibraphone}')"]
+    assert all(r.instrument < 128 for r in source.requests)
+
+
+def test_a_map_file_can_give_channel_10_another_kit_or_a_preset(tmp_path, kits_source):
+    (tmp_path / "kit.yaml").write_text('channels:\n  10: "kit:tr-808"\n  2: "kit:Jazz 1"\n')
+    events = program(0, 40) + note(0, 60, 36, ch=DRUMS) + note(240, 60, 36, ch=1)  # program change ignored
+    _, report = render(write_midi(tmp_path / "m.mid", events), kits_source, channel_map=tmp_path / "kit.yaml")
+    assert sorted((r.instrument, r.pitch) for r in kits_source.requests) == [(153, 36), (161, 36)]
+    assert not report.warnings
+    (tmp_path / "bad.yaml").write_text('channels:\n  10: "kit:disco"\n')
+    with pytest.raises(Exception, match=r"map .*bad.yaml: 'channels.10': unknown drum kit 'disco'"):
+        ProgramMap.load(tmp_path / "bad.yaml")
+
+
+def test_the_test_kit_has_the_decays_the_tests_rely_on():
+    # Guards the measurements above: a ringing open hi-hat and whistle, a short closed hi-hat.
+    assert DRUM_DECAY[46] > 10 * DRUM_DECAY[42] and DRUM_DECAY[72] > 1.0
