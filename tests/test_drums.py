@@ -186,3 +186,81 @@ def test_a_map_file_can_give_channel_10_another_kit_or_a_preset(tmp_path, kits_s
 def test_the_test_kit_has_the_decays_the_tests_rely_on():
     # Guards the measurements above: a ringing open hi-hat and whistle, a short closed hi-hat.
     assert DRUM_DECAY[46] > 10 * DRUM_DECAY[42] and DRUM_DECAY[72] > 1.0
+
+
+# -- live play: the same channel-10 logic through LiveControl and the audio callback -------------
+
+
+class LiveRig:
+    """A LiveControl on the General MIDI map with a kit-making model; requests are recorded and
+    the kit notes handed in by the test, as the generation worker would."""
+
+    def __init__(self) -> None:
+        from engine.live.control import LiveControl
+        from engine.live.renderer import BlockRenderer
+        from engine.synth import Synth
+
+        self.synth = Synth(RATE, 16, 256, 0.5)
+        self.renderer = BlockRenderer(self.synth)
+        self.map = ProgramMap.load()
+        self.map.set_model_instruments(drum_kit_source().instruments)
+        self.requests: list[tuple[int, object]] = []
+        self.control = LiveControl(self.renderer, self.map,
+                                   lambda preset, key, priority, rank: self.requests.append((priority, key)))  # fmt: skip
+
+    def ready(self, key, instrument: int = 128) -> None:
+        from engine.synth import prepare_note
+        from mars_model.api import NoteRequest
+
+        wave = drum_kit_source().generate([NoteRequest(instrument, key.pitch, key.velocity)])[0]
+        self.control.note_ready(key, prepare_note(wave, 16000, RATE, key.pitch))
+
+    def play(self, seconds: float) -> np.ndarray:
+        from test_live_control import Flags
+
+        out = np.zeros((int(seconds * RATE), 2), np.float32)
+        for start in range(0, out.shape[0], 256):
+            n = min(256, out.shape[0] - start)
+            self.renderer(out[start : start + n], n, None, Flags())
+        return out.T
+
+
+def hit(key: int, velocity: int = 100) -> mido.Message:
+    return mido.Message("note_on", note=key, velocity=velocity, channel=DRUMS)
+
+
+def test_live_drums_wait_for_their_own_note_and_choke_in_the_callback():
+    import tracemalloc
+
+    rig = LiveRig()
+    rig.control.midi(hit(46))
+    urgent = [key for priority, key in rig.requests if priority == 0]
+    assert [(k.pitch, k.velocity) for k in urgent] == [(46, 100)]
+    assert not [k for p, k in rig.requests if p == 1]  # no "neighbouring pitches": they are other drums
+    rig.ready(type(urgent[0])(urgent[0].identity, 42, urgent[0].bucket))  # another drum of the kit lands
+    assert energy(rig.play(0.1), 0, 0.1) == 0.0  # ... and is no stand-in: the open hi-hat waits
+    rig.ready(urgent[0])
+    ringing = rig.play(0.3)
+    assert energy(ringing, 0.2, 0.3) > 0.01 and rig.control.stats.late == 1
+    rig.control.midi(mido.Message("note_off", note=46, channel=DRUMS))  # a one-shot: rings on
+    rig.control.midi(hit(42))  # the closed hi-hat is ready: it plays at once and chokes
+    from test_live_control import Flags
+
+    block, flags = np.zeros((256, 2), np.float32), Flags()
+    tracemalloc.start()
+    for _ in range(20):  # 0.32 s, the choke in the first block
+        rig.renderer(block, 256, None, flags)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 16 * 1024  # the callback allocated no buffers while choking
+    assert rig.control.stats.exact == 1
+    assert energy(rig.play(0.2), 0.0, 0.2) < 0.01 * energy(ringing, 0.1, 0.3)
+
+
+def test_live_kit_program_change_generates_the_kits_keys_ahead():
+    rig = LiveRig()
+    rig.control.midi(mido.Message("program_change", program=25, channel=DRUMS))
+    ahead = {(k.pitch, k.identity.split(";")[0]) for p, k in rig.requests if p == 3}
+    kit = DrumKits.load().kit(25)
+    assert {pitch for pitch, _ in ahead} == set(kit.sounds)
+    assert (36, "i=153:1.0000") in ahead and (54, "i=128:1.0000") in ahead
