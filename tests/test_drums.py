@@ -18,6 +18,7 @@ from engine.midi.drum_kits import DrumKits
 from engine.midi.program_map import ProgramMap
 from engine.render import RenderSettings, render_to_array
 from engine.synth.effects import DRY
+from mars_model.api import NoteRequest
 
 RATE = 48000
 TICK = 1 / 960  # seconds per tick at 120 bpm and 480 ticks per beat
@@ -210,7 +211,6 @@ class LiveRig:
 
     def ready(self, key, instrument: int = 128) -> None:
         from engine.synth import prepare_note
-        from mars_model.api import NoteRequest
 
         wave = drum_kit_source().generate([NoteRequest(instrument, key.pitch, key.velocity)])[0]
         self.control.note_ready(key, prepare_note(wave, 16000, RATE, key.pitch))
@@ -264,3 +264,32 @@ def test_live_kit_program_change_generates_the_kits_keys_ahead():
     kit = DrumKits.load().kit(25)
     assert {pitch for pitch, _ in ahead} == set(kit.sounds)
     assert (36, "i=153:1.0000") in ahead and (54, "i=128:1.0000") in ahead
+
+
+# -- mars-synth note --kit --------------------------------------------------------------------
+
+
+def test_note_kit_fails_with_one_line_when_the_model_makes_no_drums(monkeypatch, tmp_path, capsys):
+    from engine.bindings.cli import main
+
+    monkeypatch.delenv("MARS_SYNTH_NOTE_SOURCE", raising=False)  # the shipped model, which lists no kit
+    assert main(["note", "--kit", "standard", "--pitch", "38", "-o", str(tmp_path / "snare.wav")]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("mars-synth note: error: the model makes no drums yet")
+    assert not (tmp_path / "snare.wav").exists()
+
+
+def test_note_kit_writes_the_kits_note_when_the_model_makes_drums(monkeypatch, tmp_path, capsys):
+    import soundfile
+
+    from engine.bindings.cli import main
+
+    monkeypatch.setenv("MARS_SYNTH_NOTE_SOURCE", "test_engine_harmonic_source:drum_kit_source")
+    out = tmp_path / "kick.wav"
+    assert main(["note", "--kit", "25", "--pitch", "36", "-o", str(out), "--sample-rate", "16000"]) == 0
+    wave, rate = soundfile.read(out)
+    expected = drum_kit_source().generate([NoteRequest(153, 36, 100)])[0]
+    assert rate == 16000 and np.allclose(wave, expected, atol=1e-4)  # TR-808's own kick, as generated
+    assert "TR-808 kit Bass Drum 1" in capsys.readouterr().err
+    assert main(["note", "--kit", "tr-808", "--pitch", "58", "-o", str(out)]) == 1  # no vibraslap on the 808
+    assert "drum key 58 has no sound in kit TR-808 (25)" in capsys.readouterr().err
