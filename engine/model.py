@@ -92,6 +92,17 @@ def default_model_id() -> str | None:
     return None
 
 
+def default_model_instruments() -> tuple[int, ...] | None:
+    """The instruments :func:`default_note_source` makes, without loading it (torch-free):
+    GM programs 0-127 and drum kits 128 + kit. ``None`` when it cannot tell that cheaply
+    (``MARS_SYNTH_NOTE_SOURCE`` names another source, or the weight file lists none)."""
+    if os.environ.get(SOURCE_VARIABLE):
+        return None
+    from mars_model.api import default_model_instruments as read_instruments
+
+    return read_instruments()
+
+
 def default_note_rate() -> int | None:
     """The rate of the notes :func:`default_note_source` makes, without loading it (torch-free).
 

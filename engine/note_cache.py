@@ -7,6 +7,11 @@ the same notes share them, and changing a preset's sampling makes new ones. Each
 stored twice: as generated (``*.raw.npz``, any output rate can be prepared from it) and
 prepared for one output rate and playback calibration (``*.<rate>-<calibration>.note``, read
 as is by a warm render).
+
+Drum notes (a kit's instrument, 128 and up) are asked for at their drum key, whatever the
+model's pitch range, and are played as generated: the playback calibration measures melodic
+instruments only, so a drum's level follows the model's note at its velocity layer, moved
+by General MIDI's 40 dB velocity curve to the velocity played.
 """
 
 from __future__ import annotations
@@ -33,6 +38,10 @@ from mars_model.errors import MarsError
 
 #: Where the note cache keeps the last measured generation speed per model (``render --dry-run``).
 SPEED_FILE = "generation-speed.json"
+#: Instruments from here up are drum kits (128 + the kit's program), not GM programs.
+KIT_INSTRUMENTS = 128
+#: Seconds faded out at the end of a drum note (the note set cuts every note at 4 s; a cymbal still rings there).
+KIT_TAIL_FADE_SECONDS = 0.02
 
 
 def default_cache_dir() -> Path:
@@ -85,6 +94,8 @@ class NoteCache:
         progress: show a progress bar while generating.
         calibration: the real instruments' levels; each prepared note gets its preset
             instrument's target curve at its pitch (``None``: notes stay uncalibrated).
+        known_instruments: the instruments the source makes, when known without loading it
+            (the shipped model's, read from its weight file); see :meth:`instruments`.
 
     Not thread-safe: one thread (the renderer, or live play's generation worker) fills it;
     the :class:`NoteSample` objects it hands out are immutable and may go to any thread.
@@ -98,6 +109,7 @@ class NoteCache:
     batch_size: int = 16
     progress: bool = True
     calibration: Calibration | None = field(default_factory=load_calibration)
+    known_instruments: tuple[int, ...] | None = None
     stats: CacheStats = field(default_factory=CacheStats)
     warnings: list[str] = field(default_factory=list)
     _notes: dict[NoteKey, NoteSample] = field(default_factory=dict, repr=False)
@@ -161,9 +173,18 @@ class NoteCache:
         """What the note source is asked for ``key``: the preset (or its stand-in) at the key's
         pitch (kept inside the model's range) and velocity layer, with the cache's seed."""
         source = self.note_source()
-        low, high = source.pitch_range
-        root = min(max(key.pitch, low), high)
-        return self._playable(self._presets[key.identity], source).request(root, key.velocity, self.seed)
+        return self._playable(self._presets[key.identity], source).request(self._root(key, source), key.velocity,
+                                                                           self.seed)  # fmt: skip
+
+    def instruments(self) -> tuple[int, ...] | None:
+        """The instruments the note source says it makes (its ``instruments``), or ``None`` when it
+        does not say. Asked of the source when it is loaded, else taken from ``known_instruments``
+        (so a render whose notes are all cached never loads the model to learn it)."""
+        if isinstance(self.source, NoteSource):
+            known = getattr(self.source, "instruments", None)
+        else:
+            known = self.known_instruments
+        return None if known is None else tuple(int(i) for i in known)
 
     def has(self, key: NoteKey) -> bool:
         """Whether ``key`` would come without generating (in memory, or on disk: prepared or raw)."""
@@ -227,8 +248,24 @@ class NoteCache:
         stand-in the model generated it with): the one the calibration is looked up for."""
         return self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
 
-    def _target(self, key: NoteKey, root: int) -> np.ndarray | None:
-        """The real level per velocity of the key's instrument at ``root``."""
+    def _is_kit(self, key: NoteKey) -> bool:
+        instrument = self._presets[key.identity].instrument
+        return isinstance(instrument, int) and instrument >= KIT_INSTRUMENTS
+
+    def _root(self, key: NoteKey, source: NoteSource) -> int:
+        """The pitch a key's note is generated at: the key, kept inside the model's range
+        (a drum key is not a pitch: it is asked for as it is)."""
+        if self._is_kit(key):
+            return key.pitch
+        low, high = source.pitch_range
+        return min(max(key.pitch, low), high)
+
+    def _target(self, key: NoteKey, root: int, level_db: float) -> np.ndarray | None:
+        """The level per velocity to play the key's note at: the real instrument's at ``root``;
+        for a drum, the note's own ``level_db`` at its velocity layer and 40 dB curve around it."""
+        if self._is_kit(key):
+            velocities = np.maximum(np.arange(128), 1) / key.velocity
+            return (level_db + 40.0 * np.log10(velocities)).astype(np.float32)
         if self.calibration is None:
             return None
         return self.calibration.target_curve(self._instrument(key, root), root)
@@ -242,6 +279,12 @@ class NoteCache:
         """A generated note prepared for playing: given the real instrument's held-part envelope
         and brightness (see :mod:`engine.calibration`, where the calibration has them), and its
         target levels."""
+        if self._is_kit(key):
+            wave = np.array(wave, np.float32)
+            fade = min(wave.shape[0], int(KIT_TAIL_FADE_SECONDS * rate))
+            wave[wave.shape[0] - fade :] *= np.linspace(1.0, 0.0, fade, dtype=np.float32)
+            note = prepare_note(wave, rate, self.sample_rate, root)
+            return dataclasses.replace(note, target_db=self._target(key, root, note.level_db))
         if self.calibration is None:
             return prepare_note(wave, rate, self.sample_rate, root)
         instrument = self._instrument(key, root)
@@ -264,7 +307,7 @@ class NoteCache:
             if prepared.is_file():
                 try:
                     note = NoteSample.load(prepared)
-                    return dataclasses.replace(note, target_db=self._target(key, note.root_pitch))
+                    return dataclasses.replace(note, target_db=self._target(key, note.root_pitch, note.level_db))
                 except StaleNoteFile:
                     pass  # prepared by an older version: prepare it again from the raw note
             raw = prepared.with_name(prepared.name.replace("." + self._prepared_suffix(), ".raw.npz"))
@@ -305,8 +348,8 @@ class NoteCache:
         program of the same GM group of eight, else the nearest overall, with a warning.
         """
         known = getattr(source, "instruments", None)
-        if not known:
-            return preset
+        if not known or (isinstance(preset.instrument, int) and preset.instrument >= KIT_INSTRUMENTS):
+            return preset  # a drum kit is never replaced by a GM program
         known = sorted(int(k) for k in known)
         weights = preset.request(60, 100, 0).instrument_weights()
         if set(weights) <= set(known):
@@ -332,12 +375,11 @@ class NoteCache:
         from tqdm import tqdm
 
         source = self.note_source()
-        low, high = source.pitch_range
         bar = tqdm(total=len(keys), unit="note", desc=f"generating {len(keys)} notes", disable=not self.progress,
                    file=sys.stderr, leave=False, smoothing=0.1)  # fmt: skip
         started = time.perf_counter()
         try:
-            roots = [min(max(key.pitch, low), high) for key in keys]
+            roots = [self._root(key, source) for key in keys]
             requests = [self.request(key) for key in keys]
 
             def keep(first: int, waves: np.ndarray) -> None:

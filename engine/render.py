@@ -27,7 +27,7 @@ import numpy as np
 
 from engine.midi.dispatch import NoteStart, apply_message
 from engine.midi.midifile import DEFAULT_MAX_SECONDS, MidiScore, read_midi_file
-from engine.midi.program_map import DRUM_CHANNEL, ProgramMap
+from engine.midi.program_map import ProgramMap
 from engine.note_cache import CacheStats, NoteCache, NoteKey
 from engine.synth.effects import EffectsSettings
 from engine.synth.sample import NoteSample
@@ -132,13 +132,14 @@ def plan_notes(score: MidiScore, program_map: ProgramMap, cache: NoteCache,
                report: RenderReport) -> list[_PlannedNote | None]:  # fmt: skip
     """For each message, the note it starts (``None`` for other messages and skipped notes).
 
-    Follows program changes and bank selects channel by channel, as the synth will.
+    Follows program changes and bank selects channel by channel, as the synth will. Drum
+    notes play when the cache's note source makes their kit (see :meth:`NoteCache.instruments`).
     """
+    program_map.set_model_instruments(cache.instruments())
     programs = [0] * 16
     bank_msb = [0] * 16
     bank_lsb = [0] * 16
     plan: list[_PlannedNote | None] = []
-    drums = 0
     unmapped: dict[int, int] = {}
     for timed in score.messages:
         msg = timed.message
@@ -151,20 +152,17 @@ def plan_notes(score: MidiScore, program_map: ProgramMap, cache: NoteCache,
             bank_lsb[msg.channel] = msg.value
         elif msg.type == "note_on" and msg.velocity > 0:
             ch = msg.channel
-            preset = program_map.resolve(ch, bank_msb[ch] * 128 + bank_lsb[ch], programs[ch])
-            if preset is None:
+            bank = bank_msb[ch] * 128 + bank_lsb[ch]
+            choice = program_map.choose(ch, bank, programs[ch], msg.note)
+            if choice is None:
                 report.skipped_notes += 1
-                if ch == DRUM_CHANNEL and ch not in program_map.channels:
-                    drums += 1
-                elif ch not in program_map.channels:
+                if ch not in program_map.channels and program_map.kit_program(ch, bank, programs[ch]) is None:
                     unmapped[programs[ch]] = unmapped.get(programs[ch], 0) + 1
             else:
-                planned = _PlannedNote(cache.key(preset, msg.note, msg.velocity), preset.patch)
+                planned = _PlannedNote(cache.key(choice.preset, msg.note, msg.velocity), choice.patch)
                 report.notes += 1
         plan.append(planned)
-    if drums:
-        report.warnings.append(f"skipped {drums} drum notes on channel 10 (the model makes no percussion; "
-                               "map channel 10 to a preset with --map to play them pitched)")  # fmt: skip
+    report.warnings.extend(program_map.report())
     for program, count in sorted(unmapped.items()):
         report.warnings.append(f"skipped {count} notes of GM program {program} (no preset for it; add one with --map)")
     return plan
@@ -267,7 +265,7 @@ def _play(score: MidiScore, plan: list[_PlannedNote | None], last_use: dict[Note
         apply_message(synth, timed.message, start)
     if score.end_sample > now:
         advance(score.end_sample)
-    still_held = sum(1 for v in synth.voices if v.state.name in ("HELD", "SUSTAINED"))
+    still_held = sum(1 for v in synth.voices if v.state.name in ("HELD", "SUSTAINED") and not v.one_shot)
     if still_held:
         report.warnings.append(f"{still_held} notes were still held at the end of the file; released there")
     synth.release_all()
@@ -311,7 +309,7 @@ def play_note(note: NoteSample, patch: Patch, key: int, velocity: int, hold: flo
 
 def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> NoteCache:
     """The note cache a render uses: the given source, else the shipped model, loaded only on a miss."""
-    from engine.model import default_model_id, default_note_source
+    from engine.model import default_model_id, default_model_instruments, default_note_source
 
     if source is not None:
         return NoteCache(settings.sample_rate, source, str(source.model_id), settings.seed,
@@ -322,7 +320,8 @@ def make_cache(settings: RenderSettings, source: NoteSource | None = None) -> No
         loaded = default_note_source(settings.model_device)
         model_id = str(loaded.model_id)
     return NoteCache(settings.sample_rate, loaded or (lambda: default_note_source(settings.model_device)), model_id, settings.seed,
-                     settings.cache_dir, progress=settings.progress)  # fmt: skip
+                     settings.cache_dir, progress=settings.progress,
+                     known_instruments=None if loaded else default_model_instruments())  # fmt: skip
 
 
 #: Notes per second assumed by :func:`plan_render` before any render on this machine was timed:

@@ -8,7 +8,10 @@ the same ``NoteSource`` surface can drive the engine.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
+import pickle
+import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -151,3 +154,35 @@ def default_model_id() -> str:
         if not path.is_file():
             raise MarsError(f"model file {path} is missing; reinstall mars-synth or train one (see README)")
     return model_id(tok, ar)
+
+
+class _MetaUnpickler(pickle.Unpickler):
+    """Reads a weight file's plain-Python parts without torch: tensors and any other class come back as ``None``."""
+
+    _SAFE = {("collections", "OrderedDict")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._SAFE:
+            return super().find_class(module, name)
+        return lambda *args, **kwargs: None
+
+    def persistent_load(self, pid):
+        return None
+
+
+def default_model_instruments() -> tuple[int, ...] | None:
+    """The instruments the shipped model was trained on (what ``load_generator().instruments``
+    reports), read from its weight file without torch; ``None`` when the file does not list them.
+
+    Instruments 0-127 are GM programs; 128 and up are drum kits (128 + the kit's program).
+    """
+    path = weights_dir() / "autoregressor.pt"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            name = next(n for n in archive.namelist() if n.endswith("/data.pkl"))
+            blob = _MetaUnpickler(io.BytesIO(archive.read(name))).load()
+        instruments = blob["meta"].get("instruments")
+    except (OSError, StopIteration, zipfile.BadZipFile, pickle.UnpicklingError, KeyError, TypeError,
+            AttributeError, ValueError, EOFError) as err:  # fmt: skip
+        raise MarsError(f"cannot read the model file {path} ({type(err).__name__}); reinstall mars-synth") from None
+    return None if instruments is None else tuple(int(i) for i in instruments)

@@ -4,6 +4,11 @@ It is not the model and does not pretend to be: it makes NSynth-shaped notes (4 
 16 kHz, key held 3 s, then a 1 s release) from a few harmonics, so engine and render tests
 can check pitch, timing and level against known ground truth. The GM program changes the
 brightness, the velocity the level, and the seed the harmonics' phases (so seeds matter).
+
+Drum kits (instruments 128 and up, 128 + the kit's program) get a struck one-shot instead: a
+3 ms noise click (a sharp, easily found onset) and a decaying tone whose frequency and decay
+time depend on the key (an open hi-hat or a long whistle rings, a closed hi-hat is short),
+louder with velocity. ``drum_kit_source`` lists every GM program and every kit.
 """
 
 from __future__ import annotations
@@ -24,8 +29,8 @@ class HarmonicNoteSource:
         sample_rate: rate of the generated notes (16 kHz like the model).
         seconds: note length; the key is released at ``held`` seconds.
         harmonics: number of partials.
-        instruments: if given, the only GM programs it makes (others raise MarsError, as the
-            MARS NoteGenerator does for programs it was not trained on).
+        instruments: if given, the only GM programs (and kits, 128 + kit) it makes (others
+            raise MarsError, as the MARS NoteGenerator does for programs it was not trained on).
     """
 
     model_id = "harmonic-test-source-v1"
@@ -40,6 +45,7 @@ class HarmonicNoteSource:
         self.held = held
         self.harmonics = harmonics
         self.calls: list[int] = []  # batch sizes seen, so tests can check batching and caching
+        self.requests: list[NoteRequest] = []  # every request, so tests can check what was asked for
 
     def generate(self, requests: Sequence[NoteRequest]) -> np.ndarray:
         """Make the notes: float32 ``[len(requests), seconds * sample_rate]``."""
@@ -48,6 +54,7 @@ class HarmonicNoteSource:
             if known is not None and not set(request.instrument_weights()) <= set(known):
                 raise MarsError(f"instrument(s) {sorted(request.instrument_weights())} not in this source")
         self.calls.append(len(requests))
+        self.requests.extend(requests)
         n = int(self.seconds * self.sample_rate)
         t = np.arange(n) / self.sample_rate
         out = np.zeros((len(requests), n), np.float32)
@@ -57,6 +64,9 @@ class HarmonicNoteSource:
         for row, request in enumerate(requests):
             f0 = 440.0 * 2 ** ((request.pitch - 69) / 12)
             program = min(request.instrument_weights(), key=lambda p: -request.instrument_weights()[p])
+            if program >= 128:
+                out[row] = drum_hit(program, request, t)
+                continue
             rolloff = 1.0 + (program % 8) / 4.0
             digest = hashlib.sha1(f"{request.cache_key()}".encode()).digest()
             rng = np.random.default_rng(int.from_bytes(digest[:8], "little"))
@@ -69,6 +79,28 @@ class HarmonicNoteSource:
             level = 0.5 * (request.velocity / 127.0)
             out[row] = (level * envelope * wave / np.max(np.abs(wave) + 1e-9)).astype(np.float32)
         return out
+
+
+#: Decay time constants (s) of the test kit's tones; other keys decay in 0.12 s.
+DRUM_DECAY = {35: 0.3, 36: 0.3, 38: 0.15, 42: 0.04, 44: 0.05, 46: 0.9, 49: 1.2, 57: 1.2, 72: 1.5, 74: 0.8,
+              81: 1.0, 83: 0.8}  # fmt: skip
+
+
+def drum_hit(instrument: int, request: NoteRequest, t: np.ndarray) -> np.ndarray:
+    """One struck test drum: a click and a decaying tone set by the key (and a little by the kit)."""
+    key = request.pitch
+    rng = np.random.default_rng(int.from_bytes(hashlib.sha1(request.cache_key().encode()).digest()[:8], "little"))
+    click = rng.uniform(-1.0, 1.0, t.shape[0]) * np.exp(-t / 0.003)
+    f0 = 80.0 + (key - 27) * 25.0 + (instrument - 128) * 3.0
+    tone = 0.6 * np.sin(2 * np.pi * f0 * t) * np.exp(-t / DRUM_DECAY.get(key, 0.12))
+    return (0.6 * request.velocity / 127.0 * (click + tone)).astype(np.float32)
+
+
+def drum_kit_source() -> HarmonicNoteSource:
+    """The test instrument listing every GM program and every drum kit (a model that makes drums)."""
+    from engine.midi.drum_kits import DrumKits
+
+    return HarmonicNoteSource(instruments=tuple(range(128)) + tuple(sorted(DrumKits.load().instruments)))
 
 
 def test_harmonic_source_is_a_note_source_with_the_right_shape():

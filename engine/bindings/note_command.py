@@ -1,4 +1,4 @@
-"""``mars-synth note``: generate one note of a preset to a WAV file (and optionally a spectrogram picture)."""
+"""``mars-synth note``: generate one note of a preset or drum kit to a WAV file (and optionally a spectrogram picture)."""
 
 from __future__ import annotations
 
@@ -43,11 +43,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the ``note`` options."""
     parser.description = (
         "Generate one 4 s note (3 s held, 1 s release) with the MARS model and write it as a WAV. "
-        "The same preset, pitch, velocity and seed always give the same note."
+        "The same preset, pitch, velocity and seed always give the same note. With --kit, one drum "
+        "hit of a General MIDI kit instead (--pitch is the drum key: 36 bass drum, 38 snare, 42 closed "
+        "hi-hat ...); this needs a model that makes drums."
     )
-    parser.add_argument("--preset", required=True, help="preset name (see 'mars-synth presets') or a .yaml path")
+    sound = parser.add_mutually_exclusive_group(required=True)
+    sound.add_argument("--preset", help="preset name (see 'mars-synth presets') or a .yaml path")
+    sound.add_argument("--kit", metavar="KIT",
+                       help="a drum kit by name or number: standard (0), room (8), power (16), electronic (24), "
+                            "tr-808 (25), jazz (32), brush (40), orchestra (48), or a variation such as "
+                            "standard1 (1)")  # fmt: skip
     parser.add_argument("--pitch", required=True, metavar="P",
-                        help="MIDI pitch or note name (C4 = 60)")  # fmt: skip
+                        help="MIDI pitch or note name (C4 = 60); with --kit, the drum key (38 = snare)")  # fmt: skip
     parser.add_argument("--velocity", type=int, default=100, metavar="V",
                         help="MIDI velocity 1..127 (default %(default)s)")  # fmt: skip
     parser.add_argument("-o", "--output", required=True, type=Path, help="WAV file to write")
@@ -93,7 +100,12 @@ def run(args: argparse.Namespace) -> int:
             print("mars-synth note: error: --png needs matplotlib, which is not installed: "
                   "pip install 'mars-synth[plot]' (from a checkout: pip install '.[plot]')", file=sys.stderr)  # fmt: skip
             return EXIT_MISSING_EXTRA
-    preset = find_preset(args.preset)
+    if args.kit is not None:
+        if morph:
+            raise MarsError("--morph blends presets' instruments; it does not apply to --kit")
+        preset = _kit_preset(args.kit, pitch)
+    else:
+        preset = find_preset(args.preset)
     instrument = preset.instrument
     if morph:
         other_name, weight = morph
@@ -141,6 +153,32 @@ def run(args: argparse.Namespace) -> int:
           f"seed {args.seed}, {len(wave) / rate:.1f} s at {rate} Hz, "
           f"peak {20 * np.log10(max(peak, 1e-9)):.1f} dBFS", file=sys.stderr)  # fmt: skip
     return 0
+
+
+def _kit_preset(text: str, key: int):
+    """A preset playing ``key`` of the drum kit ``text`` (name or number), after checking that the
+    model makes it (asked without loading the model when it can tell, as the shipped one can).
+
+    Raises:
+        MarsError: unknown kit, a key it does not play, or a model that makes no drums.
+    """
+    from engine.midi.drum_kits import DrumKits
+    from engine.model import default_model_instruments, default_note_source
+    from engine.preset import Preset
+
+    kit = DrumKits.load().find(text)
+    sound = kit.sound(key)
+    if sound is None:
+        raise MarsError(f"drum key {key} has no sound in kit {kit}; it plays keys {min(kit.sounds)}-{max(kit.sounds)}")
+    known = default_model_instruments()
+    if known is None:
+        known = getattr(default_note_source(), "instruments", None) or ()
+    instrument = next((i for i in sound.instruments if i in known), None)
+    if instrument is None:
+        programs = sorted(i for i in known if i < 128)
+        raise MarsError(f"the model makes no drums yet (it knows GM programs {', '.join(map(str, programs))}); "
+                        f"give --preset to hear key {key} pitched")  # fmt: skip
+    return Preset(name=f"{kit.name} kit {sound.name}", instrument=instrument)
 
 
 def _pyplot():

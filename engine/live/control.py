@@ -10,6 +10,9 @@ off the audio thread, everything the callback will need:
   nothing at all is ready yet (the first seconds after start) does a key wait, and it starts
   as soon as any note of its preset arrives - late, never silent.
 * **what to generate next**, by priority (see :mod:`engine.live.generation`).
+* **drums** (channel 10, or a map's kit channel): a drum key plays its own kit note or waits
+  for it (another drum transposed is not a stand-in); a kit program change generates the
+  kit's keys ahead. The rest (one-shots, chokes) is the Synth's, as in ``render``.
 * **when** a timed (OSC bundle) event sounds: its frame on the output clock.
 
 It is single-threaded (the control thread's); :class:`ControlThread` runs it.
@@ -33,7 +36,8 @@ from engine.drivers.threads import prefer_realtime
 from engine.live.events import EFFECT, GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
 from engine.live.renderer import BlockRenderer
 from engine.midi.dispatch import NoteStart
-from engine.midi.program_map import ProgramMap
+from engine.midi.drum_kits import KIT_INSTRUMENT_BASE
+from engine.midi.program_map import NoteChoice, ProgramMap
 from engine.note_cache import NoteKey
 from engine.preset import Preset
 from engine.synth.effects import MAX_REVERB_TIME
@@ -79,6 +83,7 @@ class _Pending:
     key: NoteKey
     patch: Patch
     received: float
+    exact: bool = False  # start only on this very note (a drum), not the first of its preset
 
 
 class LiveControl:
@@ -121,6 +126,7 @@ class LiveControl:
         self._fnote_next = 0
         self._last_timed_frame = -1
         self._precomputed: set[str] = set()
+        self._precomputed_keys: set[tuple[str, int]] = set()  # (identity, drum key)
 
     # ------------------------------------------------------------------ events
 
@@ -163,7 +169,7 @@ class LiveControl:
             return
         if kind == "program_change":
             self.programs[message.channel] = message.program
-            self._precompute(self._preset_for(message.channel))
+            self._precompute_channel(message.channel)
         elif kind == "control_change" and message.control == CC_BANK_MSB:
             self.banks[message.channel] = message.value * 128 + self.banks[message.channel] % 128
         elif kind == "control_change" and message.control == CC_BANK_LSB:
@@ -186,7 +192,7 @@ class LiveControl:
                     self._emit(AudioCommand(SWAP, -1, channel=channel, key=played, sample=sample))
                     self.stats.swaps += 1
         for slot, pending in list(self._pending.items()):
-            if pending.key.identity != key.identity:
+            if pending.key.identity != key.identity or (pending.exact and pending.key != key):
                 continue
             del self._pending[slot]
             self.stats.late += 1
@@ -251,13 +257,17 @@ class LiveControl:
 
     def _note_on(self, message: mido.Message, source: str, frame: int, received: float) -> None:
         channel, pressed = message.channel, message.note
-        preset = self._preset_for(channel)
+        choice = self._choice_for(channel, pressed)
         slot = (channel, pressed)
         self._held.setdefault(source, set()).add(slot)
         self._channels_of.setdefault(source, set()).add(channel)
-        if preset is None:
+        if choice is None:
             self.stats.skipped += 1
             return
+        if _is_drum(choice):
+            self._drum_on(message, choice, slot, frame, received)
+            return
+        preset = choice.preset
         played = min(127, max(0, pressed + self.transpose))
         if played != pressed:
             message = message.copy(note=played)
@@ -278,6 +288,20 @@ class LiveControl:
             return
         self.stats.fallback += 1
         self._start(slot, message, key, patch, near[1], near[0], frame, received)
+
+    def _drum_on(self, message: mido.Message, choice: NoteChoice, slot: tuple[int, int], frame: int,
+                 received: float) -> None:  # fmt: skip
+        key = NoteKey(self._identity(choice.preset), message.note, velocity_bucket(message.velocity))
+        self.stats.notes += 1
+        self.request(choice.preset, key, 0, 0)
+        patch = self._patch_of(choice.patch)
+        exact = self._lookup(key)
+        if exact is None:
+            self._pending[slot] = _Pending(message, key, patch, received, exact=True)
+            return
+        self.stats.exact += 1
+        self._pending.pop(slot, None)
+        self._start(slot, message, key, patch, exact, key, frame, received)
 
     def _start(self, slot: tuple[int, int], message: mido.Message, key: NoteKey, patch: Patch,
                sample: NoteSample, sample_key: NoteKey, frame: int, received: float) -> None:  # fmt: skip
@@ -340,6 +364,26 @@ class LiveControl:
         for pitch in sorted(range(lo, hi + 1), key=lambda p: (abs(p - 60), p)):
             self.request(preset, NoteKey(identity, pitch, DEFAULT_BUCKET), 3, abs(pitch - 60))
 
+    def _precompute_channel(self, channel: int) -> None:
+        """Generate ahead what a channel's program change selects: a preset's range, or a kit's keys."""
+        kit = None
+        if self.fixed is None or channel in self.program_map.kit_channels:
+            kit = self.program_map.kit_program(channel, self.banks[channel], self.programs[channel])
+        if kit is None:
+            self._precompute(self._preset_for(channel))
+            return
+        for key, choice in self.program_map.kit_choices(kit):
+            identity = self._identity(choice.preset)
+            if (identity, key) not in self._precomputed_keys:
+                self._precomputed_keys.add((identity, key))
+                self.request(choice.preset, NoteKey(identity, key, DEFAULT_BUCKET), 3, abs(key - 38))
+
+    def _choice_for(self, channel: int, key: int) -> NoteChoice | None:
+        if (self.fixed is not None and channel not in self.program_map.channels
+                and channel not in self.program_map.kit_channels):  # fmt: skip
+            return NoteChoice(self.fixed, self.fixed.patch)
+        return self.program_map.choose(channel, self.banks[channel], self.programs[channel], key)
+
     def _preset_for(self, channel: int) -> Preset | None:
         if self.fixed is not None and channel not in self.program_map.channels:
             return self.fixed
@@ -353,9 +397,12 @@ class LiveControl:
         return known[1]
 
     def _patch(self, preset: Preset) -> Patch:
+        return self._patch_of(preset.patch)
+
+    def _patch_of(self, patch: Patch) -> Patch:
         if not self.patch_override:
-            return preset.patch
-        return dataclasses.replace(preset.patch, **self.patch_override)
+            return patch
+        return dataclasses.replace(patch, **self.patch_override)
 
     def _remember_id(self, note_id: object, channel: int, key: int) -> None:
         if note_id is not None:
@@ -378,6 +425,12 @@ class LiveControl:
 
     def _emit(self, command: AudioCommand) -> None:
         (self.renderer.immediate if command.frame < 0 else self.renderer.timed).append(command)
+
+
+def _is_drum(choice: NoteChoice) -> bool:
+    """Whether a choice is a drum kit's note (instrument 128 and up), whose key is not a pitch."""
+    instrument = choice.preset.instrument
+    return isinstance(instrument, int) and instrument >= KIT_INSTRUMENT_BASE
 
 
 class ControlThread:

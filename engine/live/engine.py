@@ -211,6 +211,7 @@ class LiveEngine:
             source = self._given_source or live_note_source(settings.model_device, settings.backend)
             self.maker = InProcessNoteMaker(NoteCache(rate, source, str(source.model_id), settings.seed,
                                                       settings.cache_dir, progress=False))  # fmt: skip
+        self.program_map.set_model_instruments(self.maker.instruments)  # drums play when the model makes them
         self.synth = Synth(rate, settings.polyphony, max(SYNTH_BLOCK, settings.audio.blocksize), settings.gain,
                            settings.effects, settings.audio.blocksize or EFFECTS_CHUNK)  # fmt: skip
         self.renderer = BlockRenderer(self.synth, channels)
@@ -281,6 +282,7 @@ class LiveEngine:
             self.maker.close()
         if hasattr(self, "maker"):
             self.warnings.extend(self.maker.warnings)
+        self.warnings.extend(self.program_map.report())
 
     # ------------------------------------------------------------------ input callbacks (input threads)
 

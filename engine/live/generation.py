@@ -76,6 +76,8 @@ class NoteMaker(Protocol):
 
     model_id: str
     pitch_range: tuple[int, int]
+    #: The instruments the model says it makes (``None``: it does not say); drums need their kit here.
+    instruments: tuple[int, ...] | None
     warnings: list[str]
     #: Whether the model runs in this process (then the worker thread must stay an ordinary thread).
     in_process: bool
@@ -107,6 +109,7 @@ class InProcessNoteMaker:
         source = cache.note_source()
         self.model_id = str(source.model_id)
         self.pitch_range = tuple(getattr(source, "pitch_range", (21, 108)))
+        self.instruments = cache.instruments()
         self.warnings = cache.warnings
 
     def warm_up(self, preset: Preset) -> float:
@@ -169,7 +172,7 @@ class ProcessNoteMaker:
             self.close()
             raise MarsError(f"the generation process did not start within {start_timeout:.0f} s")
         reply = self._receive()
-        self.model_id, self.pitch_range = reply[1], tuple(reply[2])
+        self.model_id, self.pitch_range, self.instruments = reply[1], tuple(reply[2]), reply[3]
 
     def _receive(self):
         try:
@@ -217,7 +220,8 @@ def _worker_main(conn, sample_rate: int, seed: int, cache_dir, source, device: s
         if source is None:
             source = live_note_source(device, backend)
         cache = NoteCache(sample_rate, source, str(source.model_id), seed, cache_dir, progress=False)
-        conn.send(("ready", str(source.model_id), tuple(getattr(source, "pitch_range", (21, 108)))))
+        conn.send(("ready", str(source.model_id), tuple(getattr(source, "pitch_range", (21, 108))),
+                   cache.instruments()))  # fmt: skip
     except MarsError as err:
         conn.send(("error", str(err)))
         return

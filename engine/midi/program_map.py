@@ -1,12 +1,18 @@
-"""Which preset plays a channel: General MIDI program (and bank) -> preset, overridable by a YAML file.
+"""Which preset plays a note: General MIDI program (and bank) -> preset, drum kits, overridable by a YAML file.
 
 The built-in map sends every GM program with an NSynth family to the preset of that family
 (``strings`` for 40-51, ``trumpet`` for 56-63, ...) and conditions the model on the file's
 own program, so a cello part is generated as GM 42 with the string preset's envelope and
 sampling. Programs with no NSynth family (percussive 112-119, sound effects 120-127,
 timpani 47) are skipped with a warning; synth pads (88-95) play as strings and synth
-effects (96-103) as the synth lead. Channel 10 holds General MIDI drums, which the model
-cannot make: its notes are skipped with one warning unless a map gives channel 10 a preset.
+effects (96-103) as the synth lead.
+
+Channel 10 plays a drum kit (:mod:`engine.midi.drum_kits`): its program change picks the
+kit (Standard by default), and each key is a note of the kit's instrument (128 + kit), a
+one-shot unless the key honours note-off. So does any channel whose bank MSB is 120 (GM2's
+rhythm bank) or 127 (XG's), with one warning. Drum notes play only when the model lists the
+kit instruments it makes; otherwise they are skipped with one warning, as no pitched preset
+is a stand-in for drums.
 
 A map file (``--map channels.yaml``)::
 
@@ -16,6 +22,7 @@ A map file (``--map channels.yaml``)::
       80: null           # skip this program
     channels:            # MIDI channel (1-16) -> preset: fixed, program changes ignored
       10: vibraphone     # play the drum channel pitched
+      11: "kit:tr-808"   # or a drum kit, by name or number ("kit:25")
       2: null            # mute channel 2
 
 Entries from a map file use the preset as written (its own ``instrument``).
@@ -23,15 +30,24 @@ Entries from a map file use the preset as written (its own ``instrument``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from engine.midi.drum_kits import KIT_INSTRUMENT_BASE, DrumKits, DrumSound
 from engine.preset import Preset, find_preset, load_presets
+from engine.synth.voice import Patch
+from mars_model.api import Sampling
 from mars_model.errors import MarsError
 
 DRUM_CHANNEL = 9  # 0-based: MIDI channel 10
+#: Bank select MSBs (CC0) that make any channel play a drum kit: GM2's rhythm bank, XG's drum bank.
+DRUM_BANK_MSBS = (120, 127)
+#: Seconds for a drum that honours note-off (a long whistle, an open triangle) to fall 60 dB after key up.
+DRUM_RELEASE_SECONDS = 0.2
+#: What a ``channels:`` entry of a map file starts with to name a drum kit.
+KIT_PREFIX = "kit:"
 
 # (first, last, preset) over GM programs, 0-based inclusive.
 _GM_FAMILY_PRESETS: tuple[tuple[int, int, str], ...] = (
@@ -49,21 +65,135 @@ _TRAINED_PROGRAMS = frozenset(
 )
 
 
+@dataclass(frozen=True)
+class NoteChoice:
+    """What plays one note-on: the preset (a drum kit's for a drum key) and the voice's patch.
+    The note is generated at the key struck (for a drum, the drum key)."""
+
+    preset: Preset
+    patch: Patch
+
+
 @dataclass
 class ProgramMap:
-    """Resolves (channel, bank, program) to the preset that plays it, or ``None`` to skip.
+    """Resolves (channel, bank, program) and a key to what plays it, or ``None`` to skip.
 
     Args:
         presets: the preset library by name.
         fixed: one preset for every channel (``--preset``), drums included.
         programs: overrides, ``program`` or ``(bank, program)`` -> preset or ``None``.
         channels: per-channel presets (0-based channel) or ``None`` to mute.
+        kit_channels: per-channel drum kits (0-based channel -> kit program), from a map file.
+        kits: the drum kit table.
+        model_instruments: the instruments the model makes (see :meth:`set_model_instruments`);
+            drum notes play only when these hold their kit.
     """
 
     presets: Mapping[str, Preset]
     fixed: Preset | None = None
     programs: dict[int | tuple[int, int], Preset | None] = field(default_factory=dict)
     channels: dict[int, Preset | None] = field(default_factory=dict)
+    kit_channels: dict[int, int] = field(default_factory=dict)
+    kits: DrumKits = field(default_factory=DrumKits.load)
+    model_instruments: frozenset[int] = frozenset()
+    #: Warnings so far (each once): unknown kits, keys a kit does not play, kits on melodic channels.
+    warnings: list[str] = field(default_factory=list)
+    #: Drum notes skipped because the model does not make their kit, by 0-based channel.
+    drum_skips: dict[int, int] = field(default_factory=dict)
+    _kit_presets: dict[int, Preset] = field(default_factory=dict, repr=False)
+
+    def set_model_instruments(self, instruments: Iterable[int] | None) -> None:
+        """Tell the map what the model makes (a NoteSource's ``instruments``; ``None``: it does
+        not say, so no drums): drum notes of kits it lacks are skipped."""
+        self.model_instruments = frozenset(int(i) for i in instruments or ())
+
+    @property
+    def makes_drums(self) -> bool:
+        """Whether the model makes any drum kit's notes."""
+        return bool(self.model_instruments & self.kits.instruments)
+
+    def choose(self, channel: int, bank: int, program: int, key: int) -> NoteChoice | None:
+        """What plays ``key`` on ``channel`` (0-based) with the channel's bank and program, or
+        ``None`` to skip the note (the reason is in :attr:`warnings` or :attr:`drum_skips`)."""
+        if channel in self.kit_channels:
+            return self._drum(channel, self.kit_channels[channel], key)
+        if channel not in self.channels and self.fixed is None:
+            kit = self.kit_program(channel, bank, program)
+            if kit is not None:
+                if channel != DRUM_CHANNEL:
+                    self._warn(f"channel {channel + 1} selects drum kit {self.kits.choose(kit).kit} with bank "
+                               f"{bank // 128} (a rhythm bank): its keys play drums")  # fmt: skip
+                return self._drum(channel, kit, key)
+        preset = self.resolve(channel, bank, program)
+        return None if preset is None else NoteChoice(preset, preset.patch)
+
+    def kit_program(self, channel: int, bank: int, program: int) -> int | None:
+        """The drum kit program ``channel`` plays with this bank and program, or ``None`` for a
+        melodic channel (a map file's channel entries and ``--preset`` come first)."""
+        if channel in self.kit_channels:
+            return self.kit_channels[channel]
+        if channel in self.channels or self.fixed is not None:
+            return None
+        if channel == DRUM_CHANNEL or bank // 128 in DRUM_BANK_MSBS:
+            return program
+        return None
+
+    def kit_choices(self, kit_program: int) -> list[tuple[int, NoteChoice]]:
+        """``(key, choice)`` for every key of a kit the model can play (live play generates them ahead)."""
+        kit = self.kits.choose(kit_program).kit
+        return [(key, choice) for key, sound in sorted(kit.sounds.items())
+                for choice in [self._sound_choice(sound)] if choice is not None]  # fmt: skip
+
+    def report(self) -> list[str]:
+        """The warnings of every note chosen so far, drum notes skipped for want of a kit included."""
+        lines = list(self.warnings)
+        if self.drum_skips:
+            count = sum(self.drum_skips.values())
+            where = ", ".join(str(c + 1) for c in sorted(self.drum_skips))
+            where = f"channel {where}" if len(self.drum_skips) == 1 else f"channels {where}"
+            if self.makes_drums:
+                lines.append(f"skipped {count} drum notes on {where}: the model does not make their kits")
+            else:
+                lines.append(f"skipped {count} drum notes on {where} (the model makes no drums yet; to hear them "
+                             f"pitched, give the channel a preset with --map, e.g. 'channels: {{10: vibraphone}}')")  # fmt: skip
+        return lines
+
+    def _drum(self, channel: int, kit_program: int, key: int) -> NoteChoice | None:
+        picked = self.kits.choose(kit_program)
+        kit = picked.kit
+        if picked.asked is not None:
+            self._warn(f"drum kit {picked.asked} is not in FluidR3_GM's bank 128; playing {kit}, "
+                       "the nearest base kit below it")  # fmt: skip
+        sound = kit.sound(key)
+        if sound is None:
+            self._warn(f"drum key {key} has no sound in kit {kit}; its notes are skipped")
+            return None
+        choice = self._sound_choice(sound)
+        if choice is None:
+            self.drum_skips[channel] = self.drum_skips.get(channel, 0) + 1
+        return choice
+
+    def _sound_choice(self, sound: DrumSound) -> NoteChoice | None:
+        instrument = next((i for i in sound.instruments if i in self.model_instruments), None)
+        if instrument is None:
+            return None
+        patch = Patch(attack=0.0, release=DRUM_RELEASE_SECONDS, one_shot=not sound.note_off,
+                      exclusive_class=sound.exclusive_class)  # fmt: skip
+        return NoteChoice(self._kit_preset(instrument), patch)
+
+    def _kit_preset(self, instrument: int) -> Preset:
+        preset = self._kit_presets.get(instrument)
+        if preset is None:
+            kit = self.kits.kit(instrument - KIT_INSTRUMENT_BASE)
+            preset = Preset(name=f"kit:{kit.name.lower().replace(' ', '')}", instrument=instrument,
+                            envelope=Patch(attack=0.0, release=DRUM_RELEASE_SECONDS), sampling=Sampling(),
+                            description=f"{kit.name} drum kit", family=None)  # fmt: skip
+            self._kit_presets[instrument] = preset
+        return preset
+
+    def _warn(self, message: str) -> None:
+        if message not in self.warnings:
+            self.warnings.append(message)
 
     def resolve(self, channel: int, bank: int, program: int) -> Preset | None:
         """The preset for a note on ``channel`` (0-based) with the channel's bank and program."""
@@ -118,13 +248,20 @@ class ProgramMap:
         for key, value in _entries(path, "channels", data.get("channels")):
             if isinstance(key, bool) or not isinstance(key, int) or not 1 <= key <= 16:
                 raise MarsError(f"map {path}: 'channels' keys must be MIDI channels 1-16, got {key!r}")
-            self.channels[key - 1] = self._preset(path, f"channels.{key}", value)
+            if isinstance(value, str) and value.startswith(KIT_PREFIX):
+                try:
+                    self.kit_channels[key - 1] = self.kits.find(value[len(KIT_PREFIX):]).program
+                except MarsError as err:
+                    raise MarsError(f"map {path}: 'channels.{key}': {err}") from None
+            else:
+                self.channels[key - 1] = self._preset(path, f"channels.{key}", value)
 
     def _preset(self, path: Path, key: str, value: Any) -> Preset | None:
         if value is None:
             return None
         if not isinstance(value, str):
-            raise MarsError(f"map {path}: '{key}' must be a preset name or null, got {value!r}")
+            raise MarsError(f"map {path}: '{key}' must be a preset name, \"kit:NAME\" (channels only) or null, "
+                            f"got {value!r}")  # fmt: skip
         try:
             return find_preset(value, self.presets)
         except MarsError as err:

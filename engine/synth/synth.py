@@ -52,6 +52,11 @@ class Synth:
     Retrigger. A note-on for a key that is already sounding on the same channel releases
     the old voice (normal release envelope) and starts a new one.
 
+    Drums. A patch marked ``one_shot`` plays its note to the end whatever the key does (a
+    struck drum; it never loops). A note whose patch has an ``exclusive_class`` chokes the
+    voices of that class on its channel, its own key included, with the steal fade (a closed
+    hi-hat cuts an open one).
+
     Effects. With ``effects`` given, each channel sends ``CC91 / 127`` of its signal to a
     stereo reverb and ``CC93 / 127`` to a chorus (power-on 40 and 0, as in General MIDI 2),
     and their wet output joins the mix before the limiter. Without (the default here; ``render``
@@ -128,6 +133,8 @@ class Synth:
         """
         if sample.sample_rate != self.sample_rate:
             raise ValueError(f"sample rate {sample.sample_rate} != synth rate {self.sample_rate}")
+        if patch.exclusive_class:
+            self._choke(channel, patch.exclusive_class)
         self._release_key(channel, key, retrigger=True)
         if self._sounding >= self.polyphony:
             self._steal_one()
@@ -165,6 +172,7 @@ class Synth:
             before = old.sample.velocity_gain(old.velocity) if old.sample is not None else 0.0
             new.gain = old.gain * (sample.velocity_gain(old.velocity) / before if before > 0 else 1.0)
             new.release_coef = old.release_coef
+            new.one_shot, new.exclusive_class = old.one_shot, old.exclusive_class
             new.state, new.key_down, new.sostenuto = old.state, old.key_down, old.sostenuto
             new.played, new.release_pending = old.played, old.release_pending
             new.rate = self._voice_rate(new, self.channels[channel])
@@ -480,6 +488,13 @@ class Synth:
             if (voice.channel == channel and voice.state == VoiceState.SUSTAINED
                     and not voice.sostenuto and not state.sustain):  # fmt: skip
                 self._release(voice)
+
+    def _choke(self, channel: int, exclusive_class: int) -> None:
+        for voice in self.voices:
+            if (voice.channel == channel and voice.exclusive_class == exclusive_class
+                    and voice.state not in (VoiceState.FREE, VoiceState.STOLEN)):  # fmt: skip
+                voice.steal()
+                self._sounding -= 1
 
     def _steal_one(self) -> None:
         victim: Voice | None = None

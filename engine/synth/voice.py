@@ -50,12 +50,18 @@ class Patch:
         gain: linear gain of the preset.
         velocity_sensitivity: how far below the velocity-127 level softer notes fall, as a
             factor of the real instrument's velocity curve (see ``NoteSample.velocity_gain``).
+        one_shot: a struck sound (most drums): the note plays to its end, never loops, and
+            key up changes nothing (``release`` is unused).
+        exclusive_class: a new note of this class (> 0) chokes the sounding notes of the same
+            class on its channel (a closed hi-hat cuts an open one); 0: none.
     """
 
     attack: float = 0.001
     release: float = 0.3
     gain: float = 1.0
     velocity_sensitivity: float = 1.0
+    one_shot: bool = False
+    exclusive_class: int = 0
 
 
 class MixScratch:
@@ -85,7 +91,8 @@ class Voice:
 
     __slots__ = ("state", "channel", "key", "velocity", "serial", "sample", "pos", "in_loop",
                  "rate", "level", "attack_step", "release_coef", "steal_step", "gain",
-                 "key_down", "sostenuto", "played", "min_frames", "release_pending")  # fmt: skip
+                 "key_down", "sostenuto", "played", "min_frames", "release_pending", "one_shot",
+                 "exclusive_class")  # fmt: skip
 
     def __init__(self) -> None:
         self.state = VoiceState.FREE
@@ -107,6 +114,8 @@ class Voice:
         self.played = 0  # frames rendered since start
         self.min_frames = 0
         self.release_pending = False
+        self.one_shot = False
+        self.exclusive_class = 0
 
     def __repr__(self) -> str:
         return (f"Voice({self.state.name}, ch={self.channel}, key={self.key}, vel={self.velocity}, "
@@ -130,7 +139,8 @@ class Voice:
         attack_frames = patch.attack * rate
         self.level = 0.0 if attack_frames >= 1 else 1.0
         self.attack_step = 1.0 / attack_frames if attack_frames >= 1 else 1.0
-        self.release_coef = 10.0 ** (-RELEASE_DB / 20.0 / max(patch.release * rate, 1.0))
+        # A one-shot's key up leaves it at full level: it rings to the end of its note.
+        self.release_coef = 1.0 if patch.one_shot else 10.0 ** (-RELEASE_DB / 20.0 / max(patch.release * rate, 1.0))
         self.steal_step = 1.0 / max(STEAL_FADE_SECONDS * rate, 1.0)
         self.gain = gain * patch.gain
         self.key_down = True
@@ -138,6 +148,8 @@ class Voice:
         self.played = 0
         self.min_frames = int(MIN_NOTE_SECONDS * rate)
         self.release_pending = False
+        self.one_shot = patch.one_shot
+        self.exclusive_class = patch.exclusive_class
 
     @property
     def loudness(self) -> float:
@@ -187,7 +199,7 @@ class Voice:
         done = 0
         while done < frames:
             count = frames - done
-            looping = self.state in (VoiceState.HELD, VoiceState.SUSTAINED, VoiceState.STOLEN)
+            looping = not self.one_shot and self.state in (VoiceState.HELD, VoiceState.SUSTAINED, VoiceState.STOLEN)
             if self.in_loop:
                 buffer = sample.loop
                 limit = float(sample.loop_length)
@@ -282,6 +294,8 @@ class Voice:
             end_level = max(0.0, self.level - self.steal_step * frames)
             if end_level <= 0.0:
                 state = VoiceState.FREE
+        elif state == VoiceState.RELEASED and self.release_coef == 1.0:  # a one-shot after key up
+            mono *= np.float32(self.level * gain)
         elif state == VoiceState.RELEASED:
             # coef ** i as exp(i * log coef): numpy's power with a scalar base runs a slow
             # per-element pow (51 us for 4096 frames here), exp is vectorised (11 us).
