@@ -34,11 +34,11 @@ from engine.synth.voice import Patch
 from mars_model.api import FIRST_KIT, NoteRequest, Sampling
 from mars_model.errors import MarsError
 
-#: Instrument families (informational ``family`` key): NSynth's eleven, then the note set's
-#: families of the GM programs NSynth lacks (``mars_model/data/gm_families.yaml``).
+#: The note set's families of the GM programs NSynth has no family for (``mars_model/data/gm_families.yaml``).
+GM_ONLY_FAMILIES = ("synth_pad", "synth_effect", "orchestra_hit", "percussive", "sound_effect")
+#: Instrument families (informational ``family`` key): NSynth's eleven, then :data:`GM_ONLY_FAMILIES`.
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
-            "synth_lead", "vocal", "synth_pad", "synth_effect", "orchestra_hit", "percussive",
-            "sound_effect")  # fmt: skip
+            "synth_lead", "vocal", *GM_ONLY_FAMILIES)  # fmt: skip
 CACHE_POLICIES = ("disk", "memory")
 _KEYS = {"description", "family", "instrument", "stand_in", "envelope", "gain", "sampling", "cache", "velocity"}
 

@@ -125,11 +125,12 @@ def run(args: argparse.Namespace) -> int:
             guidance=sampling.guidance if args.guidance is None else args.guidance,
             temperature=sampling.temperature if args.temperature is None else args.temperature,
         )  # Sampling checks the values (one line on a bad one)
+    request = NoteRequest(instrument, pitch, args.velocity, seed=args.seed, sampling=sampling)
     source = default_note_source(resolve_model_device(args.model_device))
     played, warning = dataclasses.replace(preset, instrument=instrument).playable(getattr(source, "instruments", None))
     if warning is not None:
         print(f"mars-synth note: warning: {warning}", file=sys.stderr)
-    request = NoteRequest(played.instrument, pitch, args.velocity, seed=args.seed, sampling=sampling)
+        request = dataclasses.replace(request, instrument=played.instrument)
     warn_if_band_cut(args.sample_rate, int(source.sample_rate), "note")
     if hasattr(source, "generate_spectrograms"):
         waves, specs = source.generate([request], return_spectrograms=True)
