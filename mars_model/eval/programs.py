@@ -7,7 +7,9 @@ like *this* flute, and whether a kit's snare is that kit's snare. The GM classif
 0-127 then kits) answers both for real and for generated notes of the same conditions, and a
 program is judged by how often its generated notes are recognised *relative to* how often its
 real notes are (a program the classifier confuses with its neighbours on real notes cannot be
-held to a higher bar on generated ones).
+held to a higher bar on generated ones). A drum note's *piece* (kick, snare, closed hi-hat:
+what its key plays) is recognised when the pitch head names its key, whichever kit the
+instrument head names: kits differ from each other on a few keys only, and subtly.
 
     from mars_model.eval.programs import instrument_recognition
     table = instrument_recognition(classifier, real_specs, generated_specs, instruments, pitches, families)
@@ -90,7 +92,7 @@ class InstrumentRecognition:
         lines.append(f"All notes: real {self.overall_real:.1%}, {label} {self.overall_candidate:.1%} recognised as their "
                      f"instrument; the median program's {label}/real ratio is {self.median_ratio():.2f}.")  # fmt: skip
         if self.kit_notes:
-            lines.append(f"Drum kits ({self.kit_notes} notes): kit piece (kit and key) recognised for "
+            lines.append(f"Drum kits ({self.kit_notes} notes): the piece (the drum its key plays) recognised for "
                          f"{self.kit_pieces_real:.1%} of real and {self.kit_pieces_candidate:.1%} of {label} notes.")  # fmt: skip
         return "\n".join(lines)
 
@@ -113,7 +115,7 @@ def instrument_recognition(classifier, real_specs, candidate_specs, instruments:
         families: each row's family name (the table's grouping).
     Returns:
         :class:`InstrumentRecognition`: a note is recognised when the instrument head's top
-        class is its instrument; a kit note's *piece* when the pitch head also names its key.
+        class is its instrument; a kit note's *piece* when the pitch head names its key.
     """
     instruments = np.asarray(instruments, np.int64)
     pitches = np.asarray(pitches, np.int64)
@@ -126,7 +128,7 @@ def instrument_recognition(classifier, real_specs, candidate_specs, instruments:
     for name, specs in (("real", real_specs), ("candidate", candidate_specs)):
         out = classifier.describe(specs)
         hits[name] = out.family_probs.argmax(axis=1) == instruments
-        pieces[name] = hits[name] & (out.pitch_probs.argmax(axis=1) == pitches)
+        pieces[name] = out.pitch_probs.argmax(axis=1) == pitches
     rows = []
     for instrument in np.unique(instruments):
         mask = instruments == instrument
