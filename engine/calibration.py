@@ -17,11 +17,14 @@ then plays the note at ``target[velocity] - note level`` dB, so
 - its brightness (spectral centroid) is the real note's at that pitch and velocity (a gentle
   static tilt, :func:`engine.synth.loudness.tilt_to_centroid`), so the five generated
   velocity layers do not jump about in timbre where the real instrument does not;
-- presets without an explicit ``release`` use the instrument's measured release.
+- presets without an explicit ``release`` use the instrument's measured release;
+- a drum (a kit's own key, struck and left to ring) plays at the real kit's level for that
+  key and velocity (:meth:`Calibration.kit_curve`); a drum keeps its generated decay.
 
 The file is made by ``python -m tools.calibrate_playback`` from FluidR3_GM renders made
-the way the note set is (``mars-synth dataset build``), using the train split's pitches only;
-held-out pitches are interpolated from their neighbours.
+the way the note set is (``mars-synth dataset build``), using the train split only: held-out
+pitches are interpolated from their neighbours, and a kit's held-out (key, velocity)
+conditions from the key's neighbouring velocities.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -129,6 +132,30 @@ class ProgramCalibration:
 
 
 @dataclass(frozen=True)
+class KitCalibration:
+    """One drum kit's real notes: the level of each key it has its own sound on.
+
+    Attributes:
+        kit: the kit's program number in bank 128 (0 Standard, 25 TR-808, ...).
+        keys: int ``[K]``, the kit's own keys, ascending (its other keys play a fallback kit's note).
+        levels: float ``[K, V]`` level in dB at each key and measured velocity; NaN where the
+            (key, velocity) condition is held out of the note set's train split (never measured).
+    """
+
+    kit: int
+    keys: np.ndarray
+    levels: np.ndarray
+
+    def levels_of(self, key: int) -> np.ndarray | None:
+        """The levels (dB, ``[V]``, NaN where not measured) of ``key``, or ``None`` when the kit
+        has no own sound there."""
+        row = int(np.searchsorted(self.keys, key))
+        if row >= self.keys.shape[0] or self.keys[row] != key:
+            return None
+        return self.levels[row]
+
+
+@dataclass(frozen=True)
 class Calibration:
     """The calibration file: every measured program, and a generic curve for the others.
 
@@ -140,6 +167,7 @@ class Calibration:
         source: how the file was made (one line).
         fingerprint: a short hash of the file (prepared notes on disk are named by it, so a new
             calibration prepares them again).
+        kits: by kit program (bank 128); measured at the same velocities.
     """
 
     velocities: np.ndarray
@@ -147,6 +175,7 @@ class Calibration:
     generic: np.ndarray
     source: str = ""
     fingerprint: str = "none"
+    kits: dict[int, KitCalibration] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping, where: str = "calibration", fingerprint: str = "none") -> Calibration:
@@ -175,12 +204,15 @@ class Calibration:
             generic = np.asarray(data["generic"], np.float64)
             if generic.shape != velocities.shape:
                 raise ValueError("generic levels do not match the velocities")
-            return cls(velocities, programs, generic, str(data.get("source", "")), fingerprint)
+            kits = {int(name): _kit_from_json(int(name), entry, velocities.shape[0])
+                    for name, entry in data.get("kits", {}).items()}  # fmt: skip
+            return cls(velocities, programs, generic, str(data.get("source", "")), fingerprint, kits)
         except (KeyError, TypeError, ValueError) as err:
             raise MarsError(f"{where} is not a valid playback calibration ({err}); reinstall mars-synth") from None
 
     def to_json(self) -> dict:
         """The JSON document :meth:`from_json` reads (levels rounded to 0.01 dB)."""
+        kits = {"kits": {str(k): _kit_json(c) for k, c in sorted(self.kits.items())}} if self.kits else {}
         return {
             "source": self.source,
             "velocities": [int(v) for v in self.velocities],
@@ -193,6 +225,7 @@ class Calibration:
                          **({} if c.envelopes is None else {"envelope": _envelope_json(c)})}
                 for p, c in sorted(self.programs.items())
             },
+            **kits,
         }  # fmt: skip
 
     def target_curve(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray:
@@ -207,6 +240,18 @@ class Calibration:
             known = self.programs.get(int(program))
             levels += (weight / total) * (known.levels_at(pitch) if known is not None else self.generic)
         return velocity_curve(self.velocities, levels)
+
+    def kit_curve(self, kit: int, key: int) -> np.ndarray | None:
+        """The real level (dB) of ``key`` of drum ``kit`` for every velocity 0..127:
+        :func:`velocity_curve` of the velocities measured there (a held-out velocity is linear
+        in dB between its neighbours); ``None`` when the file has no measurement of that kit's
+        own sound on that key."""
+        known = self.kits.get(int(kit))
+        levels = known.levels_of(int(key)) if known is not None else None
+        if levels is None:
+            return None
+        measured = np.isfinite(levels)
+        return velocity_curve(self.velocities[measured], levels[measured])
 
     def target_envelope(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray | None:
         """The real held-part envelope of ``instrument`` at ``pitch`` (a morph's: the weighted
@@ -259,6 +304,25 @@ def _envelope_json(c: ProgramCalibration) -> dict:
     if c.centroids is not None:
         out["centroid_hz"] = [[round(float(x)) for x in row] for row in c.centroids]
     return out
+
+
+def _kit_from_json(kit: int, entry: Mapping, velocities: int) -> KitCalibration:
+    """A kit entry: ``{"keys": [K ints], "db": [K * V levels, key by key, null where held out]}``."""
+    keys = np.asarray(entry["keys"], np.int64)
+    flat = [np.nan if x is None else x for x in entry["db"]]
+    if keys.ndim != 1 or keys.shape[0] == 0 or np.any(np.diff(keys) <= 0) or keys.min() < 0 or keys.max() > 127:
+        raise ValueError(f"kit {kit}: keys must be ascending MIDI keys, got {entry['keys']!r}")
+    if len(flat) != keys.shape[0] * velocities:
+        raise ValueError(f"kit {kit}: {len(flat)} levels for {keys.shape[0]} keys at {velocities} velocities")
+    levels = np.asarray(flat, np.float64).reshape(keys.shape[0], velocities)
+    if np.isinf(levels).any() or np.isnan(levels).all(axis=1).any():
+        raise ValueError(f"kit {kit}: every key needs a finite level at one velocity at least")
+    return KitCalibration(kit, keys, levels)
+
+
+def _kit_json(c: KitCalibration) -> dict:
+    return {"keys": [int(k) for k in c.keys],
+            "db": [None if math.isnan(x) else round(float(x), 2) for x in c.levels.ravel()]}  # fmt: skip
 
 
 def envelope_gain(wave: np.ndarray, rate: int, target: np.ndarray) -> np.ndarray:
