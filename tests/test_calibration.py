@@ -213,11 +213,14 @@ def _with_kits(kits) -> dict:
 
 
 def test_kit_levels_round_trip_and_give_a_curve_through_the_measured_velocities():
-    # Two velocities (25, 127); key 38's 127 is held out (null) and comes from its 25 only.
-    calibration = Calibration.from_json(_with_kits({"0": {"keys": [36, 38], "db": [-40.0, -20.0, -45.0, None]}}))
+    # Two velocities (25, 127); key 38's 127 is held out (null): it rises from its 25 as the
+    # kit's keys measured at both do (kick and hi-hat by 20 dB, the median).
+    kits = {"0": {"keys": [36, 38, 42, 46], "db": [-40.0, -20.0, -45.0, None, -50.0, -30.0, -30.0, -16.0]}}
+    calibration = Calibration.from_json(_with_kits(kits))
     kick = calibration.kit_curve(0, 36)
     assert kick[25] == pytest.approx(-40.0) and kick[127] == pytest.approx(-20.0) and kick[76] == pytest.approx(-30.0)
-    assert calibration.kit_curve(0, 38)[127] == pytest.approx(-45.0)  # flat above the last measured velocity
+    assert calibration.kit_shape == pytest.approx([-20.0, 0.0])
+    assert calibration.kit_curve(0, 38)[127] == pytest.approx(-25.0)
     assert calibration.kit_curve(0, 37) is None and calibration.kit_curve(25, 36) is None  # not measured
     again = Calibration.from_json(json.loads(json.dumps(calibration.to_json())))
     assert again.to_json() == calibration.to_json() and np.isnan(again.kits[0].levels[1, 1])

@@ -23,7 +23,7 @@ kit's notes, in FluidSynth as in the engine), at the train split's (kit, key, ve
 conditions: every key at 25 and 127, the inner velocities unless held out. Only the level
 is kept: a drum's decay is its sample's, and FluidR3 scales it with velocity without
 changing its shape (``--kit-report`` measures that, and what interpolating the held-out
-velocities costs).
+velocities costs, from the held-out notes, which only the report sees).
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,8 @@ from engine.calibration import (
     Calibration,
     KitCalibration,
     ProgramCalibration,  # fmt: skip
+    fill_kit_levels,
+    kit_shape,
     load_calibration,
     velocity_curve,
 )
@@ -139,14 +142,19 @@ def _median_release(results: dict[tuple[int, int], Measures]) -> float | None:
 
 
 def calibrate(programs: tuple[int, ...], soundfont: Path, workers: int, progress: bool = True,
-              keep: Calibration | None = None, kits: tuple[int, ...] = ()) -> Calibration:  # fmt: skip
+              keep: Calibration | None = None, kits: tuple[int, ...] = (),
+              kit_report: KitReport | None = None) -> Calibration:  # fmt: skip
     """Measure ``programs`` and drum ``kits`` (train split) into a :class:`Calibration`, adding
-    them to the programs and kits of ``keep`` (replacing those measured again)."""
+    them to the programs and kits of ``keep`` (replacing those measured again). With a
+    ``kit_report``, the kits' held-out notes are rendered too and fill the report (the
+    calibration never sees them)."""
     from tqdm import tqdm
 
     plan = BuildPlan(soundfont=soundfont, programs=programs, kits=kits)
     velocities = np.asarray(plan.velocities)
-    work = [(info, [(p, v) for p, v in notes if _train(info, p, v, plan)]) for info, notes in plan_notes(plan, FamilyMap.load())]
+    work = [(info, notes if kit_report is not None and isinstance(info, KitInfo)
+             else [(p, v) for p, v in notes if _train(info, p, v, plan)])
+            for info, notes in plan_notes(plan, FamilyMap.load())]  # fmt: skip
     bar = tqdm(total=sum(len(n) for _, n in work), unit="note", desc="measuring real notes", disable=not progress,
                file=sys.stderr)  # fmt: skip
     measured: dict[int, ProgramCalibration] = dict(keep.programs) if keep is not None else {}
@@ -155,7 +163,11 @@ def calibrate(programs: tuple[int, ...], soundfont: Path, workers: int, progress
     def run(item):
         info, notes = item
         if isinstance(info, KitInfo):
-            return info, notes, {note: level_db(wave, SAMPLE_RATE) for note, wave in kit_notes(soundfont, info, notes)}, None
+            waves = dict(kit_notes(soundfont, info, notes))
+            levels = {note: level_db(wave, SAMPLE_RATE) for note, wave in waves.items()}
+            if kit_report is not None:
+                kit_report.add(info, waves, levels, plan)
+            return info, notes, {(k, v): level for (k, v), level in levels.items() if _train(info, k, v, plan)}, None
         result = measure_program(soundfont, info.program, notes)
         release = _median_release(result)
         if release is None:  # died away before key up: release some notes early instead
@@ -206,49 +218,71 @@ def _train(info: ProgramInfo | KitInfo, pitch: int, velocity: int, plan: BuildPl
     return split == "train"
 
 
-def kit_report(soundfont: Path, kits: tuple[int, ...]) -> str:
-    """What a kit's level curve leaves out, from every velocity of the kits' own keys (held-out
-    conditions too: this report is not the calibration): the error of a held-out velocity's
-    level interpolated from the train split's, the change of a drum's decay shape with velocity
-    (50 ms frames of its first second, dB re its level, against velocity 127's, over the frames
-    within 30 dB of that note's loudest), and the change of its brightness."""
-    plan = BuildPlan(soundfont=soundfont, programs=(), kits=kits)
-    velocities = np.asarray(plan.velocities)
-    errors, shapes, brightness, steps = [], [], [], []
-    for info, notes in plan_notes(plan, FamilyMap.load()):
-        waves = dict(kit_notes(soundfont, info, notes))
-        levels = {note: level_db(wave, SAMPLE_RATE) for note, wave in waves.items()}
-        for key in info.own_keys:
-            row = np.array([levels.get((key, int(v)), np.nan) for v in velocities])
-            train = np.array([_train(info, key, int(v), plan) for v in velocities]) & np.isfinite(row)
-            if not train.any():
+@dataclass
+class KitReport:
+    """What a kit's level curve leaves out, from every velocity of the kits' own keys (the
+    held-out conditions too; the calibration never sees them): the error of a held-out
+    velocity's level as the engine fills it from the train split's (:func:`fill_kit_levels`),
+    the largest step of the curves, the change of a drum's decay shape with velocity (50 ms
+    frames of its first second, dB re its level, against velocity 127's, over the frames within
+    30 dB of that note's loudest), and the change of its brightness (spectral centroid at 127
+    over that at 25)."""
+
+    velocities: tuple[int, ...] = ()
+    measured: list[np.ndarray] = field(default_factory=list)
+    train: list[np.ndarray] = field(default_factory=list)
+    shapes: list[float] = field(default_factory=list)
+    brightness: list[float] = field(default_factory=list)
+
+    def add(self, kit: KitInfo, waves: dict[tuple[int, int], np.ndarray], levels: dict[tuple[int, int], float],
+            plan: BuildPlan) -> None:  # fmt: skip
+        """Measure one kit's notes (every velocity of its own keys)."""
+        velocities = self.velocities = tuple(int(v) for v in plan.velocities)
+        loudest, softest = velocities[-1], velocities[0]
+        for key in kit.own_keys:
+            row = np.array([levels.get((key, v), np.nan) for v in velocities])
+            self.measured.append(row)
+            self.train.append(np.where([_train(kit, key, v, plan) for v in velocities], row, np.nan))
+            if (key, loudest) not in waves:
                 continue
-            curve = velocity_curve(velocities[train], row[train])
-            steps.append(float(np.diff(curve[1:]).max()))
-            errors += [abs(float(curve[v]) - level) for v, level, t in zip(velocities, row, train, strict=True)
-                       if not t and np.isfinite(level)]  # fmt: skip
-            loud = waves.get((key, int(velocities[-1])))
-            if loud is None:
-                continue
-            reference = envelope_db(loud[:SAMPLE_RATE], SAMPLE_RATE) - levels[(key, int(velocities[-1]))]
+            reference = envelope_db(waves[(key, loudest)][:SAMPLE_RATE], SAMPLE_RATE, ENVELOPE_FRAME_SECONDS)
             frames = reference > reference.max() - 30.0
+            reference -= levels[(key, loudest)]
             for v in velocities[:-1]:
-                if (key, int(v)) in waves:
-                    shape = envelope_db(waves[(key, int(v))][:SAMPLE_RATE], SAMPLE_RATE) - levels[(key, int(v))]
-                    shapes.append(float(np.abs(shape - reference)[frames].max()))
-            if (key, int(velocities[0])) in waves:
-                brightness.append(centroid_hz(loud, SAMPLE_RATE) / centroid_hz(waves[(key, int(velocities[0]))], SAMPLE_RATE))
+                if (key, v) in waves:
+                    shape = envelope_db(waves[(key, v)][:SAMPLE_RATE], SAMPLE_RATE, ENVELOPE_FRAME_SECONDS) - levels[(key, v)]
+                    self.shapes.append(float(np.abs(shape - reference)[frames].max()))
+            if (key, softest) in waves:
+                self.brightness.append(centroid_hz(waves[(key, loudest)], SAMPLE_RATE) / centroid_hz(waves[(key, softest)], SAMPLE_RATE))
 
-    def spread(values: list[float], unit: str) -> str:
-        q = np.percentile(values, [50, 95, 100]) if values else [np.nan] * 3
-        return f"median {q[0]:.2f}{unit}, 95th percentile {q[1]:.2f}{unit}, largest {q[2]:.2f}{unit} ({len(values)})"
+    def __str__(self) -> str:
+        velocities = np.asarray(self.velocities)
+        train = np.array(self.train).reshape(-1, velocities.shape[0])
+        measured = np.array(self.measured).reshape(-1, velocities.shape[0])
+        shape = kit_shape(train)
+        errors, line_errors, steps = [], [], []
+        for row, truth in zip(train, measured, strict=True):
+            if np.isnan(row).all():
+                continue
+            steps.append(float(np.diff(velocity_curve(velocities, fill_kit_levels(row, shape))[1:]).max()))
+            held = np.isnan(row) & np.isfinite(truth)
+            errors += list(np.abs(fill_kit_levels(row, shape) - truth)[held])
+            line_errors += list(np.abs(fill_kit_levels(row, np.zeros_like(shape)) - truth)[held])
 
-    return "\n".join([
-        f"level of a held-out velocity, interpolated vs measured: {spread(errors, ' dB')}",
-        f"largest step between neighbouring velocities of a key's curve: {spread(steps, ' dB')}",
-        f"decay shape at velocity 25-100 vs 127 (largest frame difference): {spread(shapes, ' dB')}",
-        f"brightness, centroid at 127 / at 25: {spread(brightness, '')}",
-    ])
+        def spread(values: list[float], unit: str) -> str:
+            if not values:
+                return "none"
+            q = np.percentile(values, [50, 95, 100])
+            return f"median {q[0]:.2f}{unit}, 95th percentile {q[1]:.2f}{unit}, largest {q[2]:.2f}{unit} ({len(values)})"
+
+        return "\n".join([
+            f"kits' velocity shape (dB re {velocities[-1]}): " + ", ".join(f"{v}: {x:.1f}" for v, x in zip(velocities, shape, strict=True)),
+            f"level of a held-out velocity, filled vs measured: {spread(errors, ' dB')}",
+            f"  (a straight line in dB between its neighbours instead: {spread(line_errors, ' dB')})",
+            f"largest step between neighbouring velocities, per key: {spread(steps, ' dB')}",
+            f"decay shape at velocities 25-100 vs 127, largest frame difference: {spread(self.shapes, ' dB')}",
+            f"brightness, centroid at 127 / at 25: {spread(self.brightness, '')}",
+        ])  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -257,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--programs", help="GM programs, e.g. 0,24,40-42 (default: all, unless --kits is given)")
     parser.add_argument("--kits", help="drum kits (bank 128 programs), e.g. 0,25 or 'all' (default: all, unless "
                                        "--programs is given)")
-    parser.add_argument("--kit-report", action="store_true", help="print what the kits' level curves leave out "
-                                                                  "(renders every velocity; writes no file)")
+    parser.add_argument("--kit-report", action="store_true", help="also print what the kits' level curves leave "
+                                                                  "out (renders their held-out notes too)")
     parser.add_argument("--soundfont", type=Path, help="SoundFont (default: FluidR3_GM)")
     parser.add_argument("-o", "--output", type=Path, default=CALIBRATION_FILE, help=f"output file (default {CALIBRATION_FILE})")
     parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1), help="FluidSynth processes at once")
@@ -274,14 +308,14 @@ def main(argv: list[str] | None = None) -> int:
                 else parse_int_list(args.kits, "kits", 0, 127) if args.kits else ())  # fmt: skip
         soundfont = args.soundfont or default_soundfont()
         started = time.perf_counter()
-        if args.kit_report:
-            print(kit_report(soundfont, kits or tuple(sorted(family_map.kits))))
-            print(f"measured in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-            return 0
         keep = load_calibration(args.output) if args.update and args.output.is_file() else None
         if not programs and keep is None:
             raise MarsError(f"measuring kits alone needs --update and an existing {args.output.name} (its programs are kept)")
-        calibration = calibrate(programs, soundfont, max(1, args.workers), progress=not args.quiet, keep=keep, kits=kits)
+        report = KitReport() if args.kit_report else None
+        calibration = calibrate(programs, soundfont, max(1, args.workers), progress=not args.quiet, keep=keep, kits=kits,
+                                kit_report=report)  # fmt: skip
+        if report is not None:
+            print(report, flush=True)
         import json
 
         args.output.parent.mkdir(parents=True, exist_ok=True)
