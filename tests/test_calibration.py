@@ -266,26 +266,29 @@ def test_the_shipped_kit_curves_are_monotone_gentle_and_through_every_measured_l
 #: (kit, key) played through the engine: Standard's snare, the TR-808's own kick (held, it
 #: honours note-off), Room 1's own kick (a variation), a closed hi-hat (a 40 ms test decay).
 KIT_KEYS = [(0, 38), (25, 36), (9, 36), (0, 42)]
-#: Velocities played; 60 and 90 lie between measured ones.
-PLAYED = (10, 25, 60, 90, 100, 127)
+#: Velocities played; 37, 60 and 90 lie between measured ones.
+PLAYED = (10, 25, 37, 60, 90, 100, 127)
 
 
 @pytest.mark.parametrize("kit, key", KIT_KEYS)
 def test_a_drum_plays_at_the_real_kits_level_for_its_key_and_velocity(tmp_path, kit, key, fluidr3_soundfont):
     events = [(0, mido.Message("program_change", program=kit, channel=9))]
-    for i, velocity in enumerate(PLAYED):  # one hit every 2 s: a hit's first second holds no other
-        events += note(480 + 1920 * i, 240, key, velocity, ch=9)
-    settings = RenderSettings(sample_rate=48000, progress=False, effects=DRY, tail=2.0)
+    for i, velocity in enumerate(PLAYED):  # a hit every 2 s, held 1.2 s (the 808's kick ends on key up)
+        events += note(480 + 1920 * i, 1152, key, velocity, ch=9)
+    settings = RenderSettings(sample_rate=48000, progress=False, effects=DRY, tail=2.0, gain=1.0)
     audio, _ = render_to_array(write_midi(tmp_path / "hits.mid", events), settings, drum_kit_source())
     # Each hit's level as played (left channel: the centre pan leaves it whole), less the
     # channel's default volume (CC7 100: General MIDI's (100/127)^2).
     played = np.array([level_db(audio[0, int((0.5 + 2 * i) * 48000) :], 48000) for i in range(len(PLAYED))])
     played -= 40 * math.log10(100 / 127)
-    # Exactly the calibration's curve: the one-shot voice, the tail fade and the resampling to
-    # 48 kHz move the level by float rounding only (as for a melodic note, 0.05 dB).
+    # The calibration's curve, to 0.15 dB: a note's level is measured as generated (16 kHz), and
+    # resampling it to 48 kHz takes a little off the top of the band; the test drums' white-noise
+    # click loses most there (0.07 dB on the snare, 0.1 dB on the 40 ms hi-hat).
     curve = load_calibration().kit_curve(kit, key)
-    assert played == pytest.approx(curve[list(PLAYED)], abs=0.05)
-    # And FluidR3's own drum within 1 dB from velocity 25 up, the in-between velocities too
-    # (interpolated in dB between measured ones; below 25 we fall gently, FluidSynth does not).
+    assert played == pytest.approx(curve[list(PLAYED)], abs=0.15)
+    # And FluidR3's own drum from velocity 25 up, between the measured velocities too: the curve
+    # is linear in dB there and FluidSynth's is concave, 1.04 dB under it at the worst, velocity
+    # 37, and resampling takes its 0.07 dB more (below 25 we fall gently where FluidSynth drops
+    # 12 dB in one step).
     real = render_notes(fluidr3_soundfont, kit, [(key, v) for v in PLAYED[1:]], bank=PERCUSSION_BANK, protocol=ONE_SHOT)
-    assert played[1:] == pytest.approx([level_db(w, RATE) for w in real], abs=1.0)
+    assert played[1:] == pytest.approx([level_db(w, RATE) for w in real], abs=1.2)
