@@ -29,6 +29,7 @@ conditions from the key's neighbouring velocities.
 
 from __future__ import annotations
 
+import base64
 import functools
 import hashlib
 import json
@@ -193,7 +194,7 @@ class Calibration:
                 env_pitches = env = centroids = None
                 if envelope is not None:
                     env_pitches = np.asarray(envelope["pitches"], np.int64)
-                    env = np.asarray(envelope["db"], np.float64)
+                    env = _envelope_db(envelope).reshape(env_pitches.shape[0], -1)
                     if env.shape != (env_pitches.shape[0], ENVELOPE_FRAMES):
                         raise ValueError(f"program {name}: envelope shape {env.shape}")
                     if "centroid_hz" in envelope:
@@ -304,8 +305,8 @@ class Calibration:
 
 
 def _envelope_json(c: ProgramCalibration) -> dict:
-    out = {"pitches": [int(x) for x in c.envelope_pitches],
-           "db": [[round(float(x), 1) for x in row] for row in c.envelopes]}  # fmt: skip
+    tenths = np.round(np.asarray(c.envelopes, np.float64) * 10).astype("<i2")
+    out = {"pitches": [int(x) for x in c.envelope_pitches], "db16": base64.b64encode(tenths.tobytes()).decode("ascii")}
     if c.centroids is not None:
         out["centroid_hz"] = [[round(float(x)) for x in row] for row in c.centroids]
     return out
@@ -337,6 +338,14 @@ def fill_kit_levels(levels: np.ndarray, shape: np.ndarray) -> np.ndarray:
     index = np.arange(levels.shape[0])
     offsets = np.interp(index, index[~missing], (levels - shape)[~missing])
     return np.where(missing, offsets + shape, levels)
+
+
+def _envelope_db(envelope: Mapping) -> np.ndarray:
+    """An envelope's levels, flat: ``db16`` (base64 of little-endian int16 tenths of a dB, row by
+    row: the file's layout, a small part of JSON's parse time) or ``db`` (lists of numbers)."""
+    if "db16" in envelope:
+        return np.frombuffer(base64.b64decode(envelope["db16"], validate=True), "<i2").astype(np.float64) / 10
+    return np.asarray(envelope["db"], np.float64).ravel()
 
 
 def _kit_from_json(kit: int, entry: Mapping, velocities: int) -> KitCalibration:

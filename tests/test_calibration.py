@@ -292,3 +292,18 @@ def test_a_drum_plays_at_the_real_kits_level_for_its_key_and_velocity(tmp_path, 
     # 12 dB in one step).
     real = render_notes(fluidr3_soundfont, kit, [(key, v) for v in PLAYED[1:]], bank=PERCUSSION_BANK, protocol=ONE_SHOT)
     assert played[1:] == pytest.approx([level_db(w, RATE) for w in real], abs=1.2)
+
+
+def test_envelopes_are_kept_compact_and_the_list_layout_still_reads():
+    rows = np.round(np.linspace(-30.0, 3.0, 2 * ENVELOPE_FRAMES).reshape(2, ENVELOPE_FRAMES), 1)
+    listed = _calibration().to_json()
+    listed["programs"]["0"]["envelope"] = {"pitches": [60, 62], "db": rows.tolist()}
+    calibration = Calibration.from_json(listed)
+    written = calibration.to_json()["programs"]["0"]["envelope"]
+    assert "db" not in written and len(written["db16"]) == 4 * math.ceil(2 * 2 * ENVELOPE_FRAMES / 3)  # base64 int16
+    again = Calibration.from_json(calibration.to_json())
+    assert np.array_equal(again.programs[0].envelopes, rows)  # every 0.1 dB step survives exactly
+    broken = calibration.to_json()
+    broken["programs"]["0"]["envelope"]["db16"] = "not base64!"
+    with pytest.raises(MarsError, match="^calibration is not a valid playback calibration .*; reinstall mars-synth$"):
+        Calibration.from_json(broken)
