@@ -345,32 +345,13 @@ class NoteCache:
             self.cache_dir = None
 
     def _playable(self, preset: Preset, source: NoteSource) -> Preset:
-        """The preset with an instrument the source knows.
-
-        A source may list the GM programs it was trained on (``instruments``, optional in
-        the NoteSource protocol; MARS's NoteGenerator refuses others). An unknown program is
-        replaced by the preset's own (the GM map's family preset), else by the nearest known
-        program of the same GM group of eight, else the nearest overall, with a warning.
-        """
-        known = getattr(source, "instruments", None)
-        if not known or (isinstance(preset.instrument, int) and preset.instrument >= KIT_INSTRUMENTS):
-            return preset  # a drum kit is never replaced by a GM program
-        known = sorted(int(k) for k in known)
-        weights = preset.request(60, 100, 0).instrument_weights()
-        if set(weights) <= set(known):
-            return preset
-        if preset.fallback is not None:
-            fallback = dataclasses.replace(preset, instrument=preset.fallback, fallback=None)
-            if set(fallback.request(60, 100, 0).instrument_weights()) <= set(known):
-                self._warn_once(f"GM program {_programs(weights)} is not in this model; played with {_programs(fallback.request(60, 100, 0).instrument_weights())}")
-                return fallback
-        substitute: dict[int, float] = {}
-        for program, weight in weights.items():
-            near = min(known, key=lambda k, p=program: (k // 8 != p // 8, abs(k - p)))
-            substitute[near] = substitute.get(near, 0.0) + weight
-        instrument: int | dict[int, float] = next(iter(substitute)) if len(substitute) == 1 else substitute
-        self._warn_once(f"GM program {_programs(weights)} is not in this model; played with {_programs(substitute)}")
-        return dataclasses.replace(preset, instrument=instrument, fallback=None)
+        """The preset with an instrument the source knows (:meth:`Preset.playable`): a source
+        may list what it makes (``instruments``, optional in the NoteSource protocol; MARS's
+        NoteGenerator refuses anything else). A stand-in is warned about once per program."""
+        playable, warning = preset.playable(getattr(source, "instruments", None))
+        if warning is not None:
+            self._warn_once(warning)
+        return playable
 
     def _warn_once(self, message: str) -> None:
         if message not in self.warnings:
@@ -416,7 +397,3 @@ class NoteCache:
 def _save_raw(path: Path, wave: np.ndarray, meta: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.savez(f, wave=np.asarray(wave, np.float32), meta=meta)
-
-
-def _programs(weights: dict[int, float]) -> str:
-    return "+".join(str(p) for p in sorted(weights))

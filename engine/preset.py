@@ -6,6 +6,7 @@ A preset file looks like this (every key but ``instrument`` is optional)::
     family: keyboard            # NSynth family, informational
     instrument: 0               # GM program 0-127, or a morph {0: 0.5, 48: 0.5}
     envelope: {attack: 0.001, release: 0.4}   # seconds; release default: the instrument's measured
+    stand_in: 48                # played when the model does not know the instrument (optional)
     gain: 1.0                   # linear
     velocity: {sensitivity: 1.0}  # scales the real instrument's velocity curve (0: no dynamics)
     sampling: {temperature: 1.0, top_k: 0, top_p: 1.0, guidance: 0.0}
@@ -13,28 +14,33 @@ A preset file looks like this (every key but ``instrument`` is optional)::
 
 Without an ``envelope.release`` a preset releases as its instrument does: the release time
 measured from the real instrument's notes (:mod:`engine.calibration`), which follows the
-GM program when the preset plays a file's program. The name is the file name without ``.yaml``. Presets are validated once, at load, and a
-bad one raises one :class:`MarsError` naming the file, the key and what is allowed.
+GM program when the preset plays a file's program. ``envelope: {one_shot: true}`` makes a
+struck sound that plays its note to the end whatever key up and the pedal do. A model that
+does not know the instrument plays a stand-in, with a warning (:meth:`Preset.playable`). The
+name is the file name without ``.yaml``. Presets are validated once, at load, and a bad one
+raises one :class:`MarsError` naming the file, the key and what is allowed.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from engine.calibration import DEFAULT_RELEASE, load_calibration
 from engine.synth.voice import Patch
-from mars_model.api import NoteRequest, Sampling
+from mars_model.api import FIRST_KIT, NoteRequest, Sampling
 from mars_model.errors import MarsError
 
-#: NSynth's instrument families (informational ``family`` key).
+#: The note set's families of the GM programs NSynth has no family for (``mars_model/data/gm_families.yaml``).
+GM_ONLY_FAMILIES = ("synth_pad", "synth_effect", "orchestra_hit", "percussive", "sound_effect")
+#: Instrument families (informational ``family`` key): NSynth's eleven, then :data:`GM_ONLY_FAMILIES`.
 FAMILIES = ("bass", "brass", "flute", "guitar", "keyboard", "mallet", "organ", "reed", "string",
-            "synth_lead", "vocal")  # fmt: skip
+            "synth_lead", "vocal", *GM_ONLY_FAMILIES)  # fmt: skip
 CACHE_POLICIES = ("disk", "memory")
-_KEYS = {"description", "family", "instrument", "envelope", "gain", "sampling", "cache", "velocity"}
+_KEYS = {"description", "family", "instrument", "stand_in", "envelope", "gain", "sampling", "cache", "velocity"}
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Preset:
         sampling: how the model draws tokens.
         cache: ``"disk"`` or ``"memory"``.
         path: where it was loaded from (``None`` for presets made in code).
+        stand_in: the instrument to play when a model knows neither ``instrument`` nor
+            ``fallback`` (``None``: the nearest program it knows).
     """
 
     name: str
@@ -62,6 +70,7 @@ class Preset:
     fallback: int | Mapping[int, float] | None = None
     #: Whether ``envelope.release`` is the instrument's measured release (no ``release`` in the file).
     release_measured: bool = False
+    stand_in: int | Mapping[int, float] | None = None
 
     def __str__(self) -> str:
         return f"{self.name}: {self.description}" if self.description else self.name
@@ -89,11 +98,58 @@ class Preset:
         """What makes the generated notes differ (instrument and sampling), for cache keys."""
         return self.request(60, 100, 0).cache_key().replace(";p=60;v=100;s=0", "")
 
+    def knows(self, instruments: Iterable[int]) -> bool:
+        """Whether a model that makes ``instruments`` plays this preset's instrument as itself."""
+        return set(instrument_weights(self.instrument)) <= set(instruments)
+
+    def playable(self, known: Iterable[int] | None) -> tuple[Preset, str | None]:
+        """This preset with an instrument the model knows, and a warning when it is a stand-in.
+
+        Args:
+            known: the instruments the model makes (a NoteSource's ``instruments``); ``None``
+                or empty when it does not say: the preset plays as it is.
+        Returns:
+            ``(preset, None)`` when the model knows the instrument (or it is a drum kit, never
+            replaced by a GM program); else the preset with the first of these that the model
+            knows: ``fallback`` (the family preset's own program, when the GM map plays a
+            file's program), ``stand_in``, per program the nearest known program of its GM
+            group of eight, else the nearest known program; and one line naming both, e.g.
+            ``GM program 89 is not in this model; played with 48``.
+
+        Example::
+
+            warm = find_preset("warm_pad").with_program(90)
+            warm.playable([0, 48, 80])[1]   # 'GM program 90 is not in this model; played with 48'
+        """
+        programs = sorted({int(k) for k in known or () if int(k) < FIRST_KIT})
+        asked = instrument_weights(self.instrument)
+        if not programs or min(asked) >= FIRST_KIT or self.knows(programs):
+            return self, None
+        candidates = [c for c in (self.fallback, self.stand_in) if c is not None]
+        instrument = next((c for c in candidates if set(instrument_weights(c)) <= set(programs)), None)
+        if instrument is None:
+            nearest: dict[int, float] = {}
+            for program, weight in asked.items():
+                near = min(programs, key=lambda k, p=program: (k // 8 != p // 8, abs(k - p)))
+                nearest[near] = nearest.get(near, 0.0) + weight
+            instrument = next(iter(nearest)) if len(nearest) == 1 else nearest
+        played = dataclasses.replace(self, instrument=instrument, fallback=None, stand_in=None)
+        return played, (f"GM program {_program_list(asked)} is not in this model; "
+                        f"played with {_program_list(instrument_weights(instrument))}")  # fmt: skip
+
+
+def instrument_weights(instrument: int | Mapping[int, float]) -> dict[int, float]:
+    """An instrument as ``{program: weight}`` (a GM program: weight 1; a morph as written)."""
+    return {int(instrument): 1.0} if isinstance(instrument, int) else {int(p): float(w) for p, w in instrument.items()}
+
+
+def _program_list(weights: Mapping[int, float]) -> str:
+    return "+".join(str(p) for p in sorted(weights))
+
 
 def measured_release(instrument: int | Mapping[int, float], default: float = DEFAULT_RELEASE) -> float:
     """The release time measured from the real instrument's notes, else ``default``."""
-    weights = {int(instrument): 1.0} if isinstance(instrument, int) else dict(instrument)
-    release = load_calibration().release(weights)
+    release = load_calibration().release(instrument_weights(instrument))
     return default if release is None else release
 
 
@@ -116,17 +172,17 @@ def _number(path: Path, key: str, value: Any, low: float, high: float, *, low_op
     return float(value)
 
 
-def _instrument(path: Path, value: Any) -> int | dict[int, float]:
+def _instrument(path: Path, value: Any, key: str = "instrument") -> int | dict[int, float]:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 127:
         return value
     if isinstance(value, Mapping) and value:
         morph: dict[int, float] = {}
         for program, weight in value.items():
             if not (isinstance(program, int) and 0 <= program <= 127):
-                raise _fail(path, "instrument", f"morph keys must be GM programs 0-127, got {program!r}")
-            morph[program] = _number(path, f"instrument.{program}", weight, 0.0, 1e6, low_open=True)
+                raise _fail(path, key, f"morph keys must be GM programs 0-127, got {program!r}")
+            morph[program] = _number(path, f"{key}.{program}", weight, 0.0, 1e6, low_open=True)
         return morph
-    raise _fail(path, "instrument", f"must be a GM program 0-127 or a morph like {{0: 0.5, 48: 0.5}}, got {value!r}")
+    raise _fail(path, key, f"must be a GM program 0-127 or a morph like {{0: 0.5, 48: 0.5}}, got {value!r}")
 
 
 def _section(path: Path, key: str, value: Any, allowed: set[str]) -> dict[str, Any]:
@@ -158,8 +214,12 @@ def parse_preset(data: Any, path: Path, name: str | None = None) -> Preset:
     if "instrument" not in data:
         raise _fail(path, "instrument", "is missing: give a GM program 0-127 or a morph {program: weight}")
     instrument = _instrument(path, data["instrument"])
-    env = _section(path, "envelope", data.get("envelope"), {"attack", "release"})
+    stand_in = None if data.get("stand_in") is None else _instrument(path, data["stand_in"], "stand_in")
+    env = _section(path, "envelope", data.get("envelope"), {"attack", "release", "one_shot"})
     attack = _number(path, "envelope.attack", env.get("attack", Patch.attack), 0.0, 10.0)
+    one_shot = env.get("one_shot", False)
+    if not isinstance(one_shot, bool):
+        raise _fail(path, "envelope.one_shot", f"must be true or false, got {one_shot!r}")
     if "release" in env:
         release = _number(path, "envelope.release", env["release"], 0.0, 30.0, low_open=True)
     else:
@@ -186,9 +246,10 @@ def parse_preset(data: Any, path: Path, name: str | None = None) -> Preset:
     description = data.get("description", "")
     if not isinstance(description, str):
         raise _fail(path, "description", f"must be text, got {description!r}")
-    return Preset(name=name or path.stem, instrument=instrument, envelope=Patch(attack, release, gain, sensitivity),
-                  sampling=sampling, cache=cache, description=description, family=family, path=path,
-                  release_measured="release" not in env)  # fmt: skip
+    return Preset(name=name or path.stem, instrument=instrument,
+                  envelope=Patch(attack, release, gain, sensitivity, one_shot=one_shot), sampling=sampling,
+                  cache=cache, description=description, family=family, path=path,
+                  release_measured="release" not in env, stand_in=stand_in)  # fmt: skip
 
 
 def load_preset(path: Path) -> Preset:

@@ -164,7 +164,7 @@ def plan_notes(score: MidiScore, program_map: ProgramMap, cache: NoteCache,
         plan.append(planned)
     report.warnings.extend(program_map.report())
     for program, count in sorted(unmapped.items()):
-        report.warnings.append(f"skipped {count} notes of GM program {program} (no preset for it; add one with --map)")
+        report.warnings.append(f"skipped {count} notes of GM program {program} (the map file maps it to null)")
     return plan
 
 

@@ -118,7 +118,7 @@ def test_general_midi_map_drums_and_overrides(tmp_path):
     assert cello.instrument == 42 and cello.sampling == violin.sampling
     assert (cello.envelope.attack, cello.envelope.gain) == (violin.envelope.attack, violin.envelope.gain)
     assert gm.resolve(9, 0, 0) is None  # channel 10: drums, skipped
-    assert gm.resolve(0, 0, 120) is None  # sound effects: no family
+    assert gm.resolve(0, 0, 120).instrument == 120 and gm.resolve(0, 0, 120).sampling == presets["seashore"].sampling
     map_file = tmp_path / "map.yaml"
     map_file.write_text('programs:\n  0: vibraphone\n  "8:4": flute\n  80: null\nchannels:\n  10: choir\n  2: null\n')
     custom = ProgramMap.load(map_file, presets=presets)

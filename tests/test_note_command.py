@@ -131,6 +131,16 @@ def test_guidance_and_temperature_override_the_preset(tmp_path):
     assert guided.read_bytes() != plain.read_bytes()
 
 
+def test_a_preset_the_model_does_not_know_plays_its_stand_in_with_one_warning(tmp_path):
+    pad, strings = tmp_path / "pad.wav", tmp_path / "strings.wav"
+    proc = note("--preset", "warm_pad", "--pitch", "C4", "-o", str(pad), tmp_path=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    warnings = [line for line in proc.stderr.splitlines() if "warning" in line]
+    assert warnings == ["mars-synth note: warning: GM program 89 is not in this model; played with 48"]
+    assert note("--preset", "strings", "--pitch", "C4", "-o", str(strings), tmp_path=tmp_path).returncode == 0
+    assert pad.read_bytes() == strings.read_bytes()  # the tiny model's GM 48, as the strings preset plays it
+
+
 @pytest.mark.parametrize("args,needle", [
     (["--preset", "no_such_preset", "--pitch", "60"], "unknown preset"),
     (["--preset", "grand_piano", "--pitch", "60", "--velocity", "0"], "velocity must be in 1..127"),

@@ -63,12 +63,14 @@ def test_a_preset_without_a_release_releases_as_its_instrument_was_measured(tmp_
     ("instrument: {0: 0.5, 300: 0.5}\n", "'instrument'", "GM programs 0-127"),
     ("description: no instrument\n", "'instrument'", "is missing"),
     ("instrument: 0\nenvelope: {attack: -1}\n", "'envelope.attack'", "must be in [0.0, 10.0]"),
-    ("instrument: 0\nenvelope: {decay: 1}\n", "'envelope.decay'", "allowed: attack, release"),
+    ("instrument: 0\nenvelope: {decay: 1}\n", "'envelope.decay'", "allowed: attack, one_shot, release"),
     ("instrument: 0\nsampling: {temperature: 0}\n", "'sampling.temperature'", "(0.0, 10.0]"),
     ("instrument: 0\nsampling: {top_k: 1.5}\n", "'sampling.top_k'", "integer >= 0"),
     ("instrument: 0\ncache: forever\n", "'cache'", "disk, memory"),
     ("instrument: 0\nfamily: kazoo\n", "'family'", "synth_lead"),
     ("instrument: 0\nvolume: 3\n", "'volume'", "allowed:"),
+    ("instrument: 89\nstand_in: 300\n", "'stand_in'", "GM program 0-127"),
+    ("instrument: 116\nenvelope: {one_shot: 1}\n", "'envelope.one_shot'", "true or false"),
     ("instrument: [0\n", "", "not valid YAML"),
 ])  # fmt: skip
 def test_invalid_presets_name_file_key_and_what_is_allowed(tmp_path, text, key, allowed):

@@ -8,6 +8,13 @@ real-vs-real ceiling (train notes against test notes).
 
     python tools/eval_model.py --out docs/eval            # shipped model, writes eval.md + eval.json
     python tools/eval_model.py --what generator --limit 64 --guidance 2   # quick look
+    python tools/eval_model.py --data data/gm --stage gm1 --autoregressor runs/ar_gm1.pt \
+        --gm-classifier mars_model/weights/eval_classifier_gm.pt --what generator
+
+On a set with more than NSynth's eleven families (``--programs all``), the family metrics
+score the notes of those eleven families only, so they stay comparable with a model trained on
+them; ``--gm-classifier`` adds a table of every instrument's recognition (programs and drum
+kits; ``mars_model.eval.programs``), real notes against reconstructed or generated ones.
 """
 
 from __future__ import annotations
@@ -33,7 +40,7 @@ def collection(notes, specs, name, waves=None):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="data/fluidr3")
+    parser.add_argument("--data", help="the note set (default: the recipe stage's data.root)")
     parser.add_argument("--split", default="test")
     parser.add_argument("--config", default="mars_model/configs/autoregressor.yaml",
                         help="recipe (or plain config) the model's programs (data.programs) are read from")  # fmt: skip
@@ -52,6 +59,8 @@ def main(argv=None) -> int:
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="the autoregressor's precision (auto: bf16 on CPUs with native bf16)")
     parser.add_argument("--out", type=Path, help="directory for eval.md and eval.json")
+    parser.add_argument("--gm-classifier", type=Path,
+                        help="GM evaluation classifier (tools/train_gm_classifier.py): per-instrument table")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
@@ -63,7 +72,9 @@ def main(argv=None) -> int:
     from mars_model.weights_io import load_tokenizer, shipped_path
 
     recipe = load_recipe(args.config)
-    programs = recipe.resolve(args.stage or recipe.names[-1])["data"]["programs"]
+    data = recipe.resolve(args.stage or recipe.names[-1])["data"]
+    programs = data["programs"]
+    args.data = args.data or data["root"]
     notes = NoteSet(args.data, args.split, programs=programs)
     specs_all = notes.spectrograms()
     what = set(args.what.split(","))
@@ -79,14 +90,32 @@ def main(argv=None) -> int:
     if args.limit and args.limit < len(rows):
         rows = rows[np.sort(np.random.default_rng(args.seed).choice(len(rows), args.limit, replace=False))]
     real = collection(notes, specs_all, f"real {args.split}", waves=notes.load_audio).subset(rows)
-    evaluator = Evaluator(pyin_notes=args.pyin_notes, progress=True, ndb_bins=min(50, len(rows) // 2))
+    # The family metrics know NSynth's eleven families: they score those notes only.
+    nsynth = np.flatnonzero(notes.conditions["instrument_family"][rows] < NSYNTH_FAMILIES)
+    if len(nsynth) < len(rows):
+        print(f"family metrics: the {len(nsynth)} of {len(rows)} notes in NSynth's families", file=sys.stderr)
+    evaluator = Evaluator(pyin_notes=args.pyin_notes, progress=True, ndb_bins=min(50, len(nsynth) // 2))
+    gm_classifier = None
+    if args.gm_classifier:
+        from mars_model.eval.classifier import load_classifier
+
+        gm_classifier = load_classifier(args.gm_classifier)
+
+    def per_instrument(candidate_specs, label):
+        from mars_model.eval.programs import instrument_recognition
+
+        table = instrument_recognition(gm_classifier, np.asarray(specs_all[rows], np.float32), candidate_specs,
+                                       notes.conditions["instrument"][rows], notes.conditions["pitch"][rows],
+                                       [notes.labels["instrument_family_str"][r] for r in rows], label)  # fmt: skip
+        sections.append((f"Instruments recognised by the GM classifier ({label})", table.to_markdown()))
+        return table.to_dict()
     results, sections = {}, []
 
     if "ceiling" in what:
         train = NoteSet(args.data, "train", programs=programs)
         pick = np.sort(np.random.default_rng(1).choice(len(train), min(len(train), 2 * len(rows)), replace=False))
         train_coll = collection(train, train.spectrograms(), "real train", waves=train.load_audio).subset(pick)
-        report = evaluator.compare(train_coll, real, paired=False)
+        report = evaluator.compare(train_coll, real.subset(nsynth), paired=False)
         results["ceiling"] = report.to_dict()
         sections.append(("Real vs real (train notes vs test notes)", report.to_markdown("train", "test")))
 
@@ -106,11 +135,13 @@ def main(argv=None) -> int:
         recon = np.concatenate(recon)
         sub = notes_subset_names(notes, rows)
         coll = collection_from(sub, recon, "tokenizer reconstruction")
-        report = evaluator.compare(real, coll, paired=True)
+        report = evaluator.compare(real.subset(nsynth), coll.subset(nsynth), paired=True)
         results["tokenizer"] = {**report.to_dict(), "codebook_usage": len(used) / tokenizer.quantizer.codebook_size,
                                 "seconds": time.perf_counter() - started}  # fmt: skip
         sections.append((f"Tokenizer reconstructions (codebook usage {len(used) / tokenizer.quantizer.codebook_size:.0%})",
                          report.to_markdown("real", "reconstructed")))  # fmt: skip
+        if gm_classifier is not None:
+            results["tokenizer"]["instruments"] = per_instrument(recon, "reconstructed")
 
     if gen is not None:
         sampling = Sampling(args.temperature, args.top_k, args.top_p, args.guidance)
@@ -128,13 +159,15 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - started
         sub = notes_subset_names(notes, rows)
         coll = collection_from(sub, np.concatenate(specs), "generated", waves=waves)
-        report = evaluator.compare(real, coll, paired=True)
+        report = evaluator.compare(real.subset(nsynth), coll.subset(nsynth), paired=True)
         results["generator"] = {**report.to_dict(), "sampling": vars(sampling) if hasattr(sampling, "__dict__") else str(sampling),
                                 "seconds": seconds, "notes": len(requests)}  # fmt: skip
         sections.append((f"Generated notes for held-out conditions ({sampling})", report.to_markdown("real", "generated")))
+        if gm_classifier is not None:
+            results["generator"]["instruments"] = per_instrument(np.concatenate(specs), "generated")
 
     text = "\n\n".join(f"### {title}\n\n{body}" for title, body in sections)
-    header = (f"Evaluation on {len(rows)} {args.split} notes of {len(programs)} programs "
+    header = (f"Evaluation on {len(rows)} {args.split} notes of {len(set(notes.conditions['instrument'][rows]))} instruments "
               f"(`python tools/eval_model.py {' '.join(argv or sys.argv[1:])}`)\n\n")  # fmt: skip
     print(header + text)
     if args.out:
@@ -142,6 +175,10 @@ def main(argv=None) -> int:
         (args.out / "eval.md").write_text(header + text + "\n")
         (args.out / "eval.json").write_text(json.dumps(results, indent=1, default=str))
     return 0
+
+
+#: NSynth's instrument families (indices 0-10); ours (synth pad ... percussion) come after.
+NSYNTH_FAMILIES = 11
 
 
 def notes_subset_names(notes, rows):

@@ -45,7 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "Generate one 4 s note (3 s held, 1 s release) with the MARS model and write it as a WAV. "
         "The same preset, pitch, velocity and seed always give the same note. With --kit, one drum "
         "hit of a General MIDI kit instead (--pitch is the drum key: 36 bass drum, 38 snare, 42 closed "
-        "hi-hat ...); this needs a model that makes drums."
+        "hi-hat ...); this needs a model that makes drums. A preset whose instrument the model does "
+        "not know is played by its stand-in, with a warning."
     )
     sound = parser.add_mutually_exclusive_group(required=True)
     sound.add_argument("--preset", help="preset name (see 'mars-synth presets') or a .yaml path")
@@ -126,6 +127,10 @@ def run(args: argparse.Namespace) -> int:
         )  # Sampling checks the values (one line on a bad one)
     request = NoteRequest(instrument, pitch, args.velocity, seed=args.seed, sampling=sampling)
     source = default_note_source(resolve_model_device(args.model_device))
+    played, warning = dataclasses.replace(preset, instrument=instrument).playable(getattr(source, "instruments", None))
+    if warning is not None:
+        print(f"mars-synth note: warning: {warning}", file=sys.stderr)
+        request = dataclasses.replace(request, instrument=played.instrument)
     warn_if_band_cut(args.sample_rate, int(source.sample_rate), "note")
     if hasattr(source, "generate_spectrograms"):
         waves, specs = source.generate([request], return_spectrograms=True)

@@ -24,8 +24,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
         "Render a MIDI file (type 0 or 1) to WAV or FLAC. Every distinct note the file needs "
         "is generated once by the model (in batches, with a progress bar) and cached on disk, "
-        "so a second render of the same file only mixes. Channel 10 (General MIDI drums) is "
-        "skipped with a warning unless --map gives it a preset."
+        "so a second render of the same file only mixes. Each General MIDI program plays through its "
+        "family's preset as itself; one the model does not know plays a stand-in, with a warning. "
+        "Channel 10 plays drum kits when the model makes them, else it is skipped with a warning "
+        "unless --map gives it a preset."
     )
     parser.add_argument("midi", type=Path, metavar="IN.mid", help="the MIDI file")
     parser.add_argument("-o", "--output", type=Path, metavar="OUT",

@@ -381,7 +381,7 @@ class LiveControl:
     def _choice_for(self, channel: int, key: int) -> NoteChoice | None:
         if (self.fixed is not None and channel not in self.program_map.channels
                 and channel not in self.program_map.kit_channels):  # fmt: skip
-            return NoteChoice(self.fixed, self.fixed.patch)
+            return self.program_map.melodic_choice(self.fixed)
         return self.program_map.choose(channel, self.banks[channel], self.programs[channel], key)
 
     def _preset_for(self, channel: int) -> Preset | None:

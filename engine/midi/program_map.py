@@ -1,11 +1,12 @@
 """Which preset plays a note: General MIDI program (and bank) -> preset, drum kits, overridable by a YAML file.
 
-The built-in map sends every GM program with an NSynth family to the preset of that family
-(``strings`` for 40-51, ``trumpet`` for 56-63, ...) and conditions the model on the file's
-own program, so a cello part is generated as GM 42 with the string preset's envelope and
-sampling. Programs with no NSynth family (percussive 112-119, sound effects 120-127,
-timpani 47) are skipped with a warning; synth pads (88-95) play as strings and synth
-effects (96-103) as the synth lead.
+The built-in map sends every GM program 0-127 to the preset of its family (``strings`` for
+48-51, ``trumpet`` for 56-63, ``warm_pad`` for the synth pads 88-95, ``timpani`` for 47, ...)
+and conditions the model on the file's own program, so a cello part is generated as GM 42
+with the string preset's envelope and sampling. A model that does not know a program plays a
+stand-in with one warning (:meth:`engine.preset.Preset.playable`, through the note cache); a
+one-shot preset's stand-in is held and released as melodic notes are, since the stand-in's
+note does not die away by itself.
 
 Channel 10 plays a drum kit (:mod:`engine.midi.drum_kits`): its program change picks the
 kit (Standard by default), and each key is a note of the kit's instrument (128 + kit), a
@@ -30,6 +31,7 @@ Entries from a map file use the preset as written (its own ``instrument``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,20 +51,20 @@ DRUM_RELEASE_SECONDS = 0.2
 #: What a ``channels:`` entry of a map file starts with to name a drum kit.
 KIT_PREFIX = "kit:"
 
-# (first, last, preset) over GM programs, 0-based inclusive.
-_GM_FAMILY_PRESETS: tuple[tuple[int, int, str], ...] = (
+#: (first, last, preset) over GM programs, 0-based inclusive: every program 0-127, each once.
+#: The percussive family is split by what FluidR3 does on key up: timpani, synth drum and
+#: reverse cymbal stop (``timpani``); agogo, woodblock, taiko and melodic tom ring on (the
+#: one-shot ``taiko_drum``).
+GM_FAMILY_PRESETS: tuple[tuple[int, int, str], ...] = (
     (0, 3, "grand_piano"), (4, 7, "electric_piano"), (8, 15, "vibraphone"),
     (16, 23, "drawbar_organ"), (24, 31, "nylon_guitar"), (32, 39, "finger_bass"),
-    (40, 46, "violin"), (48, 51, "strings"), (52, 54, "choir"), (55, 55, "strings"),
-    (56, 63, "trumpet"), (64, 71, "alto_sax"), (72, 79, "flute"), (80, 87, "square_lead"),
-    (88, 95, "strings"), (96, 103, "square_lead"), (104, 107, "nylon_guitar"),
-    (108, 108, "vibraphone"), (109, 111, "alto_sax"), (112, 112, "vibraphone"),
-    (114, 114, "vibraphone"),
+    (40, 46, "violin"), (47, 47, "timpani"), (48, 51, "strings"), (52, 54, "choir"),
+    (55, 55, "orchestra_hit"), (56, 63, "trumpet"), (64, 71, "alto_sax"), (72, 79, "flute"),
+    (80, 87, "square_lead"), (88, 95, "warm_pad"), (96, 103, "atmosphere"),
+    (104, 107, "nylon_guitar"), (108, 108, "vibraphone"), (109, 111, "alto_sax"),
+    (112, 112, "vibraphone"), (113, 113, "taiko_drum"), (114, 114, "vibraphone"),
+    (115, 117, "taiko_drum"), (118, 119, "timpani"), (120, 127, "seashore"),
 )  # fmt: skip
-# Programs the model was trained on (those with an NSynth family): the file's program conditions the model.
-_TRAINED_PROGRAMS = frozenset(
-    [*range(0, 47), *range(48, 55), *range(56, 88), *range(104, 113), 114]
-)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,8 @@ class ProgramMap:
         kit_channels: per-channel drum kits (0-based channel -> kit program), from a map file.
         kits: the drum kit table.
         model_instruments: the instruments the model makes (see :meth:`set_model_instruments`);
-            drum notes play only when these hold their kit.
+            drum notes play only when these hold their kit, and a one-shot preset plays as one
+            only when these hold its instrument (empty: the model does not say).
     """
 
     presets: Mapping[str, Preset]
@@ -104,7 +107,8 @@ class ProgramMap:
 
     def set_model_instruments(self, instruments: Iterable[int] | None) -> None:
         """Tell the map what the model makes (a NoteSource's ``instruments``; ``None``: it does
-        not say, so no drums): drum notes of kits it lacks are skipped."""
+        not say, so no drums): drum notes of kits it lacks are skipped, and one-shot presets whose
+        instrument it lacks are held (their stand-in is a melodic instrument)."""
         self.model_instruments = frozenset(int(i) for i in instruments or ())
 
     @property
@@ -125,7 +129,7 @@ class ProgramMap:
                                f"{bank // 128} (a rhythm bank): its keys play drums")  # fmt: skip
                 return self._drum(channel, kit, key)
         preset = self.resolve(channel, bank, program)
-        return None if preset is None else NoteChoice(preset, preset.patch)
+        return None if preset is None else self.melodic_choice(preset)
 
     def kit_program(self, channel: int, bank: int, program: int) -> int | None:
         """The drum kit program ``channel`` plays with this bank and program, or ``None`` for a
@@ -157,6 +161,15 @@ class ProgramMap:
                 lines.append(f"skipped {count} drum notes on {where} (the model makes no drums yet; to hear them "
                              f"pitched, give the channel a preset with --map, e.g. 'channels: {{10: vibraphone}}')")  # fmt: skip
         return lines
+
+    def melodic_choice(self, preset: Preset) -> NoteChoice:
+        """What plays a note of a pitched ``preset``: its patch, held rather than one-shot when
+        the model plays it by a stand-in."""
+        patch = preset.patch
+        if patch.one_shot and self.model_instruments and not preset.knows(self.model_instruments):
+            # Played by a stand-in (a held instrument): its note would ring for 4 s on every hit.
+            patch = dataclasses.replace(patch, one_shot=False)
+        return NoteChoice(preset, patch)
 
     def _drum(self, channel: int, kit_program: int, key: int) -> NoteChoice | None:
         picked = self.kits.choose(kit_program)
@@ -207,11 +220,7 @@ class ProgramMap:
             return self.programs[(bank, program)]
         if program in self.programs:
             return self.programs[program]
-        for first, last, name in _GM_FAMILY_PRESETS:
-            if first <= program <= last:
-                preset = self.presets[name]
-                return preset.with_program(program) if program in _TRAINED_PROGRAMS else preset
-        return None
+        return self.presets[gm_family_preset(program)].with_program(program)
 
     @classmethod
     def load(cls, path: Path | None = None, fixed: str | None = None,
@@ -222,7 +231,7 @@ class ProgramMap:
             MarsError: unreadable or invalid map file, or an unknown preset name.
         """
         presets = load_presets() if presets is None else presets
-        missing = {name for _, _, name in _GM_FAMILY_PRESETS} - set(presets)
+        missing = {name for _, _, name in GM_FAMILY_PRESETS} - set(presets)
         if missing:
             raise MarsError(f"the General MIDI map needs presets that are not installed: {', '.join(sorted(missing))}")
         result = cls(presets, fixed=find_preset(fixed, presets) if fixed else None)
@@ -266,6 +275,11 @@ class ProgramMap:
             return find_preset(value, self.presets)
         except MarsError as err:
             raise MarsError(f"map {path}: '{key}': {err}") from None
+
+
+def gm_family_preset(program: int) -> str:
+    """The name of the preset that plays GM ``program`` (0-127) in the built-in map."""
+    return next(name for first, last, name in GM_FAMILY_PRESETS if first <= program <= last)
 
 
 def _entries(path: Path, key: str, value: Any) -> list[tuple[Any, Any]]:

@@ -139,8 +139,8 @@ def instrument_weights(instrument: torch.Tensor, n: int) -> torch.Tensor:
     """``[B]`` instruments -> one-hot ``[B, n]``; ``[B, m]`` mixing weights over instruments
     ``0..m-1`` -> ``[B, n]``, padded with zeros (an autoregressor with a smaller table) or cut
     (a larger one: instruments this decoder has no row for add nothing)."""
-    if instrument.dim() == 1:
-        return nn.functional.one_hot(instrument.long(), n).float()
+    if instrument.dim() == 1:  # (an index past the table: a zero row, as for cut weights)
+        return nn.functional.one_hot(instrument.long().clamp(max=n), n + 1)[:, :n].float()
     return nn.functional.pad(instrument.float(), (0, n - instrument.shape[1]))
 
 

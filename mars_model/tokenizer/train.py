@@ -140,12 +140,12 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
                         "only instrument_prior may be turned on and n_instruments grown)")  # fmt: skip
     state = dict(blob["state"])
     if grows:
-        # New instruments start as the mean of the programs the prior was trained on.
+        # Every instrument the prior was not trained on (the new rows, and old rows that never
+        # saw a note) starts as the mean of the programs it was trained on.
         table = state["decoder.instrument.weight"].float()
         trained = [p for p in (blob["meta"].get("data") or {}).get("programs") or range(len(table)) if p < len(table)]
         rows = model.decoder.instrument.weight.detach().clone()
         rows[:] = table[trained].mean(dim=0)
-        rows[: len(table)] = table
         rows[trained] = table[trained]
         state["decoder.instrument.weight"] = rows
     missing, unexpected = model.load_state_dict(state, strict=False)
