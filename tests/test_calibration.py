@@ -307,3 +307,17 @@ def test_envelopes_are_kept_compact_and_the_list_layout_still_reads():
     broken["programs"]["0"]["envelope"]["db16"] = "not base64!"
     with pytest.raises(MarsError, match="^calibration is not a valid playback calibration .*; reinstall mars-synth$"):
         Calibration.from_json(broken)
+
+
+def test_calibrate_playback_measures_a_kit_as_the_shipped_file_has_it(tmp_path, fluidr3_soundfont, capsys):
+    from tools.calibrate_playback import main
+
+    shipped = load_calibration()
+    path = tmp_path / "playback.json"
+    path.write_text(json.dumps({**shipped.to_json(), "kits": {}}))
+    assert main(["--kits", "41", "--update", "-o", str(path), "--workers", "1", "--quiet", "--kit-report"]) == 0
+    again = load_calibration(path)
+    assert again.to_json()["programs"] == shipped.to_json()["programs"]  # the melodic part untouched
+    assert list(again.kits) == [41] and list(again.kits[41].keys) == [35, 36]  # Brush 1's own kicks
+    assert np.array_equal(again.kits[41].levels, shipped.kits[41].levels, equal_nan=True)  # FluidSynth is deterministic
+    assert "level of a held-out velocity" in capsys.readouterr().out

@@ -260,6 +260,8 @@ class KitReport:
                 self.brightness.append(centroid_hz(waves[(key, loudest)], SAMPLE_RATE) / centroid_hz(waves[(key, softest)], SAMPLE_RATE))
 
     def __str__(self) -> str:
+        if not self.measured:
+            return "no kit measured"
         velocities = np.asarray(self.velocities)
         train = np.array(self.train).reshape(-1, velocities.shape[0])
         measured = np.array(self.measured).reshape(-1, velocities.shape[0])
