@@ -17,20 +17,25 @@ then plays the note at ``target[velocity] - note level`` dB, so
 - its brightness (spectral centroid) is the real note's at that pitch and velocity (a gentle
   static tilt, :func:`engine.synth.loudness.tilt_to_centroid`), so the five generated
   velocity layers do not jump about in timbre where the real instrument does not;
-- presets without an explicit ``release`` use the instrument's measured release.
+- presets without an explicit ``release`` use the instrument's measured release;
+- a drum (a kit's own key, struck and left to ring) plays at the real kit's level for that
+  key and velocity (:meth:`Calibration.kit_curve`); a drum keeps its generated decay.
 
 The file is made by ``python -m tools.calibrate_playback`` from FluidR3_GM renders made
-the way the note set is (``mars-synth dataset build``), using the train split's pitches only;
-held-out pitches are interpolated from their neighbours.
+the way the note set is (``mars-synth dataset build``), using the train split only: held-out
+pitches are interpolated from their neighbours, and a kit's held-out (key, velocity)
+conditions from the key's neighbouring velocities.
 """
 
 from __future__ import annotations
 
+import base64
+import functools
 import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -129,6 +134,30 @@ class ProgramCalibration:
 
 
 @dataclass(frozen=True)
+class KitCalibration:
+    """One drum kit's real notes: the level of each key it has its own sound on.
+
+    Attributes:
+        kit: the kit's program number in bank 128 (0 Standard, 25 TR-808, ...).
+        keys: int ``[K]``, the kit's own keys, ascending (its other keys play a fallback kit's note).
+        levels: float ``[K, V]`` level in dB at each key and measured velocity; NaN where the
+            (key, velocity) condition is held out of the note set's train split (never measured).
+    """
+
+    kit: int
+    keys: np.ndarray
+    levels: np.ndarray
+
+    def levels_of(self, key: int) -> np.ndarray | None:
+        """The levels (dB, ``[V]``, NaN where not measured) of ``key``, or ``None`` when the kit
+        has no own sound there."""
+        row = int(np.searchsorted(self.keys, key))
+        if row >= self.keys.shape[0] or self.keys[row] != key:
+            return None
+        return self.levels[row]
+
+
+@dataclass(frozen=True)
 class Calibration:
     """The calibration file: every measured program, and a generic curve for the others.
 
@@ -140,6 +169,7 @@ class Calibration:
         source: how the file was made (one line).
         fingerprint: a short hash of the file (prepared notes on disk are named by it, so a new
             calibration prepares them again).
+        kits: by kit program (bank 128); measured at the same velocities.
     """
 
     velocities: np.ndarray
@@ -147,6 +177,7 @@ class Calibration:
     generic: np.ndarray
     source: str = ""
     fingerprint: str = "none"
+    kits: dict[int, KitCalibration] = field(default_factory=dict)
 
     @classmethod
     def from_json(cls, data: Mapping, where: str = "calibration", fingerprint: str = "none") -> Calibration:
@@ -163,7 +194,7 @@ class Calibration:
                 env_pitches = env = centroids = None
                 if envelope is not None:
                     env_pitches = np.asarray(envelope["pitches"], np.int64)
-                    env = np.asarray(envelope["db"], np.float64)
+                    env = _envelope_db(envelope).reshape(env_pitches.shape[0], -1)
                     if env.shape != (env_pitches.shape[0], ENVELOPE_FRAMES):
                         raise ValueError(f"program {name}: envelope shape {env.shape}")
                     if "centroid_hz" in envelope:
@@ -175,12 +206,15 @@ class Calibration:
             generic = np.asarray(data["generic"], np.float64)
             if generic.shape != velocities.shape:
                 raise ValueError("generic levels do not match the velocities")
-            return cls(velocities, programs, generic, str(data.get("source", "")), fingerprint)
+            kits = {int(name): _kit_from_json(int(name), entry, velocities.shape[0])
+                    for name, entry in data.get("kits", {}).items()}  # fmt: skip
+            return cls(velocities, programs, generic, str(data.get("source", "")), fingerprint, kits)
         except (KeyError, TypeError, ValueError) as err:
             raise MarsError(f"{where} is not a valid playback calibration ({err}); reinstall mars-synth") from None
 
     def to_json(self) -> dict:
         """The JSON document :meth:`from_json` reads (levels rounded to 0.01 dB)."""
+        kits = {"kits": {str(k): _kit_json(c) for k, c in sorted(self.kits.items())}} if self.kits else {}
         return {
             "source": self.source,
             "velocities": [int(v) for v in self.velocities],
@@ -193,6 +227,7 @@ class Calibration:
                          **({} if c.envelopes is None else {"envelope": _envelope_json(c)})}
                 for p, c in sorted(self.programs.items())
             },
+            **kits,
         }  # fmt: skip
 
     def target_curve(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray:
@@ -207,6 +242,22 @@ class Calibration:
             known = self.programs.get(int(program))
             levels += (weight / total) * (known.levels_at(pitch) if known is not None else self.generic)
         return velocity_curve(self.velocities, levels)
+
+    def kit_curve(self, kit: int, key: int) -> np.ndarray | None:
+        """The real level (dB) of ``key`` of drum ``kit`` for every velocity 0..127
+        (:func:`velocity_curve`; a velocity not measured there from :func:`fill_kit_levels`),
+        or ``None`` when the file has no measurement of that kit's own sound on that key."""
+        known = self.kits.get(int(kit))
+        levels = known.levels_of(int(key)) if known is not None else None
+        if levels is None:
+            return None
+        return velocity_curve(self.velocities, fill_kit_levels(levels, self.kit_shape))
+
+    @functools.cached_property
+    def kit_shape(self) -> np.ndarray:
+        """The kits' common velocity shape, ``[V]`` dB re the loudest velocity (see :func:`kit_shape`)."""
+        rows = [c.levels for c in self.kits.values()]
+        return kit_shape(np.concatenate(rows) if rows else np.zeros((0, self.velocities.shape[0])))
 
     def target_envelope(self, instrument: Mapping[int, float], pitch: float) -> np.ndarray | None:
         """The real held-part envelope of ``instrument`` at ``pitch`` (a morph's: the weighted
@@ -254,11 +305,66 @@ class Calibration:
 
 
 def _envelope_json(c: ProgramCalibration) -> dict:
-    out = {"pitches": [int(x) for x in c.envelope_pitches],
-           "db": [[round(float(x), 1) for x in row] for row in c.envelopes]}  # fmt: skip
+    tenths = np.round(np.asarray(c.envelopes, np.float64) * 10).astype("<i2")
+    out = {"pitches": [int(x) for x in c.envelope_pitches], "db16": base64.b64encode(tenths.tobytes()).decode("ascii")}
     if c.centroids is not None:
         out["centroid_hz"] = [[round(float(x)) for x in row] for row in c.centroids]
     return out
+
+
+def kit_shape(levels: np.ndarray) -> np.ndarray:
+    """The median over the keys measured at every velocity of their levels re the loudest one.
+
+    FluidSynth plays nearly every drum of FluidR3 along its own velocity curve (concave in dB:
+    12 dB from 25 to 50, 4 dB from 100 to 127), so this one shape fills a key's unmeasured
+    velocity far better than a straight line in dB between its neighbours.
+
+    Args:
+        levels: float ``[K, V]`` dB, NaN where not measured.
+    Returns:
+        float ``[V]`` (zeros when no key is measured at every velocity).
+    """
+    full = levels[np.isfinite(levels).all(axis=1)]
+    return np.median(full - full[:, -1:], axis=0) if full.shape[0] else np.zeros(levels.shape[1])
+
+
+def fill_kit_levels(levels: np.ndarray, shape: np.ndarray) -> np.ndarray:
+    """A key's levels (``[V]`` dB, NaN where not measured: held out of the train split, or silent)
+    with the gaps filled: the measured neighbours' offsets from ``shape`` (:func:`kit_shape`),
+    interpolated linearly, plus the shape."""
+    missing = np.isnan(levels)
+    if not missing.any():
+        return levels
+    index = np.arange(levels.shape[0])
+    offsets = np.interp(index, index[~missing], (levels - shape)[~missing])
+    return np.where(missing, offsets + shape, levels)
+
+
+def _envelope_db(envelope: Mapping) -> np.ndarray:
+    """An envelope's levels, flat: ``db16`` (base64 of little-endian int16 tenths of a dB, row by
+    row: the file's layout, a small part of JSON's parse time) or ``db`` (lists of numbers)."""
+    if "db16" in envelope:
+        return np.frombuffer(base64.b64decode(envelope["db16"], validate=True), "<i2").astype(np.float64) / 10
+    return np.asarray(envelope["db"], np.float64).ravel()
+
+
+def _kit_from_json(kit: int, entry: Mapping, velocities: int) -> KitCalibration:
+    """A kit entry: ``{"keys": [K ints], "db": [K * V levels, key by key, null where held out]}``."""
+    keys = np.asarray(entry["keys"], np.int64)
+    flat = [np.nan if x is None else x for x in entry["db"]]
+    if keys.ndim != 1 or keys.shape[0] == 0 or np.any(np.diff(keys) <= 0) or keys.min() < 0 or keys.max() > 127:
+        raise ValueError(f"kit {kit}: keys must be ascending MIDI keys, got {entry['keys']!r}")
+    if len(flat) != keys.shape[0] * velocities:
+        raise ValueError(f"kit {kit}: {len(flat)} levels for {keys.shape[0]} keys at {velocities} velocities")
+    levels = np.asarray(flat, np.float64).reshape(keys.shape[0], velocities)
+    if np.isinf(levels).any() or np.isnan(levels).all(axis=1).any():
+        raise ValueError(f"kit {kit}: every key needs a finite level at one velocity at least")
+    return KitCalibration(kit, keys, levels)
+
+
+def _kit_json(c: KitCalibration) -> dict:
+    return {"keys": [int(k) for k in c.keys],
+            "db": [None if math.isnan(x) else round(float(x), 2) for x in c.levels.ravel()]}  # fmt: skip
 
 
 def envelope_gain(wave: np.ndarray, rate: int, target: np.ndarray) -> np.ndarray:

