@@ -50,6 +50,8 @@ class ClassifierConfig:
         sample_rate: audio rate the spectrogram was made at (Hz).
         n_fft: FFT size of the spectrogram (bin spacing ``sample_rate / n_fft``).
         time_pool: frames averaged into one (256 / 16 = 16 frames, 256 ms each).
+        attack_frames: keep only the first this many frames (the attack) before pooling;
+            ``None`` keeps them all.
         midi_low: MIDI pitch of the lowest log-frequency band centre.
         bands_per_semitone: log-frequency resolution.
         n_bands: number of log-frequency bands (192 = 8 octaves at 2 per semitone).
@@ -65,6 +67,7 @@ class ClassifierConfig:
     sample_rate: int = 16000
     n_fft: int = 1024
     time_pool: int = 16
+    attack_frames: int | None = None
     midi_low: float = 21.0
     bands_per_semitone: int = 2
     n_bands: int = 192
@@ -75,16 +78,23 @@ class ClassifierConfig:
     dropout: float = 0.3
 
     def __post_init__(self) -> None:
-        if self.n_frames % self.time_pool:
-            raise ValueError(f"time_pool ({self.time_pool}) must divide n_frames ({self.n_frames})")
+        if self.attack_frames is not None and not 0 < self.attack_frames <= self.n_frames:
+            raise ValueError(f"attack_frames must be in 1..n_frames ({self.n_frames}), got {self.attack_frames}")
+        if self.frames_used % self.time_pool:
+            raise ValueError(f"time_pool ({self.time_pool}) must divide the frames used ({self.frames_used})")
         down = 2 ** len(self.channels)
-        if self.n_bands % down or (self.n_frames // self.time_pool) % down:
+        if self.n_bands % down or (self.frames_used // self.time_pool) % down:
             raise ValueError(f"n_bands and pooled frames must be divisible by {down}")
+
+    @property
+    def frames_used(self) -> int:
+        """Input frames the classifier reads: ``attack_frames``, or all ``n_frames``."""
+        return self.attack_frames or self.n_frames
 
     @property
     def input_shape(self) -> tuple[int, int]:
         """``(bands, frames)`` after the projection: the conv trunk's input."""
-        return self.n_bands, self.n_frames // self.time_pool
+        return self.n_bands, self.frames_used // self.time_pool
 
     @property
     def flat_dim(self) -> int:
@@ -182,7 +192,8 @@ class NoteClassifier(nn.Module):
         self.register_buffer("embedding_scale", torch.ones(2))
 
     def prepare(self, spec: torch.Tensor) -> torch.Tensor:
-        """Log spectrogram ``[B, F, T]`` (or ``[B, 1, F, T]``) -> trunk input ``[B, bands, T/16]``."""
+        """Log spectrogram ``[B, F, T]`` (or ``[B, 1, F, T]``) -> trunk input ``[B, bands, frames]``
+        (``T / time_pool``, or ``attack_frames / time_pool``)."""
         if spec.dim() == 4:
             spec = spec[:, 0]
         cfg = self.config
@@ -191,7 +202,7 @@ class NoteClassifier(nn.Module):
                 f"the evaluation classifier expects [B, {cfg.n_bins}, {cfg.n_frames}] log "
                 f"spectrograms, got {list(spec.shape)}"
             )
-        spec = spec.float()
+        spec = spec[..., : cfg.frames_used].float()
         pooled = spec.reshape(*spec.shape[:2], -1, cfg.time_pool).mean(dim=-1)  # [B, F, T']
         return torch.matmul(self.projection, pooled)  # [B, bands, T']
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +21,10 @@ from mars_model.eval.classifier import (
     calibrate_embedding_scale,
     save_classifier,
 )
+from mars_model.spectral import DB_SCALE
+
+if TYPE_CHECKING:
+    from mars_model.data.noteset import NoteSet
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,8 @@ class ClassifierTraining:
         train_limit: use at most this many training notes (random, seeded); ``None`` = all.
         max_minutes: stop after the epoch that crosses this wall time.
         patience: stop after this many epochs without a better validation score.
+        gain_db: each training note's level is moved by a random gain within ``±gain_db``
+            (a shift of the log spectrogram; 0 = no augmentation).
     """
 
     epochs: int = 8
@@ -44,6 +52,21 @@ class ClassifierTraining:
     train_limit: int | None = None
     max_minutes: float = 13.0
     patience: int = 3
+    gain_db: float = 0.0
+
+
+#: A note set's labels for the second head, ``[N]`` int (e.g. a field of ``NoteSet.conditions``).
+Labeller = Callable[["NoteSet"], np.ndarray]
+
+
+def augment_gain(x: torch.Tensor, gain_db: float, generator: torch.Generator) -> torch.Tensor:
+    """Trunk inputs ``[B, bands, frames]`` at a random level each, within ``±gain_db``.
+
+    The inputs are normalised log-magnitudes (:mod:`mars_model.spectral`: 50 dB per unit, the
+    -100 dB floor at -1) averaged over bands, so a gain is a shift that leaves the floor put.
+    """
+    shift = (torch.rand(len(x), 1, 1, generator=generator) * 2 - 1) * (gain_db / DB_SCALE)
+    return (x + shift).clamp_min(-1.0)
 
 
 def prepare_split(
@@ -80,14 +103,19 @@ def train_classifier(
     config: ClassifierConfig | None = None,
     log=print,
     progress_bars: bool = True,
-    label: str = "instrument_family",
+    label: str | Labeller = "instrument_family",
+    banks: Sequence[int] | None = None,
+    extra_info: dict | None = None,
 ) -> dict:
     """Train the evaluation classifier on ``root/train``, keep the best on ``root/valid``.
 
     The score for early stopping is the mean of pitch and family accuracy on ``valid``;
     the best epoch's weights are written to ``output``. ``label`` names the
     ``examples.json`` field the second head learns (the tokenizer's perceptual network,
-    :mod:`mars_model.tokenizer.perceptual`, learns ``instrument`` instead of the family).
+    :mod:`mars_model.tokenizer.perceptual`, learns ``instrument`` instead of the family), or
+    is a function that labels a note set (the drum classifier's pieces,
+    :mod:`mars_model.eval.drums`); ``banks`` keeps only those banks' notes (128: the kits).
+    ``extra_info`` is stored with the weights beside the training facts (the drum pieces' names).
 
     Returns:
         the facts stored with the weights: accuracies, note counts, epochs, wall time.
@@ -101,13 +129,14 @@ def train_classifier(
     rng = np.random.default_rng(settings.seed)
     model = NoteClassifier(config or ClassifierConfig())
     started = time.monotonic()
+    label_name = label if isinstance(label, str) else getattr(label, "__name__", "second-head")
 
     data = {}
     for split in ("train", "valid"):
-        notes = NoteSet(root, split)
+        notes = NoteSet(root, split, banks=banks)
         if len(notes) == 0:
             raise MarsError(f"{Path(root) / split} has no notes")
-        if label not in notes.conditions:
+        if isinstance(label, str) and label not in notes.conditions:
             raise MarsError(f"{split}: no label field {label!r}; allowed: {', '.join(notes.conditions)}")
         with tqdm(total=len(notes), desc=f"{split} spectrograms", unit="note",
                   disable=not progress_bars) as bar:  # fmt: skip
@@ -119,11 +148,12 @@ def train_classifier(
                   disable=not progress_bars) as bar:  # fmt: skip
             x = prepare_split(model, specs, idx, progress=bar.update)
         pitch = torch.from_numpy(notes.conditions["pitch"][idx])
-        family = torch.from_numpy(notes.conditions[label][idx])
+        labels = notes.conditions[label] if isinstance(label, str) else label(notes)
+        family = torch.from_numpy(np.asarray(labels, np.int64)[idx])
         if pitch.min() < 0 or pitch.max() >= model.config.n_pitches:
             raise MarsError(f"{split}: pitches must be MIDI 0..{model.config.n_pitches - 1}")
         if family.min() < 0 or family.max() >= model.config.n_families:
-            raise MarsError(f"{split}: {label} labels must be 0..{model.config.n_families - 1}")
+            raise MarsError(f"{split}: {label_name} labels must be 0..{model.config.n_families - 1}")
         data[split] = (x, pitch, family)
     x_train, p_train, f_train = data["train"]
     log(f"training on {len(x_train)} notes, validating on {len(data['valid'][0])}")
@@ -145,7 +175,10 @@ def train_classifier(
                   disable=not progress_bars) as bar:  # fmt: skip
             for start in range(0, len(order), settings.batch_size):
                 b = order[start : start + settings.batch_size]
-                heads = model.forward_prepared(x_train[b].float())
+                x = x_train[b].float()
+                if settings.gain_db:
+                    x = augment_gain(x, settings.gain_db, gen)
+                heads = model.forward_prepared(x)
                 loss = loss_fn(heads.pitch_logits, p_train[b]) + loss_fn(heads.family_logits, f_train[b])
                 optimiser.zero_grad(set_to_none=True)
                 loss.backward()
@@ -187,9 +220,12 @@ def train_classifier(
         "valid_family_accuracy": best["valid_family_accuracy"],
         "wall_minutes": (time.monotonic() - started) / 60,
         "seed": settings.seed,
-        "label": label,
+        "label": label_name,
+        "banks": list(banks) if banks is not None else None,
+        "gain_db": settings.gain_db,
         "torch_threads": torch.get_num_threads(),
         "history": history,
+        **(extra_info or {}),
     }
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     save_classifier(model, output, info)
