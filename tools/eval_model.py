@@ -14,7 +14,9 @@ real-vs-real ceiling (train notes against test notes).
 On a set with more than NSynth's eleven families (``--programs all``), the family metrics
 score the notes of those eleven families only, so they stay comparable with a model trained on
 them; ``--gm-classifier`` adds a table of every instrument's recognition (programs and drum
-kits; ``mars_model.eval.programs``), real notes against reconstructed or generated ones.
+kits; ``mars_model.eval.programs``), real notes against reconstructed or generated ones; a kit
+note's piece is judged by the drum classifier (``--drum-classifier``, default the shipped
+``eval_drum_classifier.pt`` when the notes include kits).
 """
 
 from __future__ import annotations
@@ -61,10 +63,13 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, help="directory for eval.md and eval.json")
     parser.add_argument("--gm-classifier", type=Path,
                         help="GM evaluation classifier (tools/train_gm_classifier.py): per-instrument table")  # fmt: skip
+    parser.add_argument("--drum-classifier", type=Path,
+                        help="drum-piece classifier for kit notes in the --gm-classifier table "
+                             "(tools/train_drum_classifier.py; default: the shipped one when there are kit notes)")  # fmt: skip
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from mars_model.api import NoteRequest, Sampling
+    from mars_model.api import FIRST_KIT, NoteRequest, Sampling
     from mars_model.config import load_recipe
     from mars_model.data.noteset import NoteSet
     from mars_model.eval.suite import Evaluator
@@ -100,13 +105,19 @@ def main(argv=None) -> int:
         from mars_model.eval.classifier import load_classifier
 
         gm_classifier = load_classifier(args.gm_classifier)
+    drum_classifier = None
+    if args.gm_classifier and (args.drum_classifier or (notes.conditions["instrument"][rows] >= FIRST_KIT).any()):
+        from mars_model.eval.drums import load_drum_classifier
+
+        drum_classifier = load_drum_classifier(args.drum_classifier)
 
     def per_instrument(candidate_specs, label):
         from mars_model.eval.programs import instrument_recognition
 
         table = instrument_recognition(gm_classifier, np.asarray(specs_all[rows], np.float32), candidate_specs,
                                        notes.conditions["instrument"][rows], notes.conditions["pitch"][rows],
-                                       [notes.labels["instrument_family_str"][r] for r in rows], label)  # fmt: skip
+                                       [notes.labels["instrument_family_str"][r] for r in rows], label,
+                                       drum_classifier=drum_classifier)  # fmt: skip
         sections.append((f"Instruments recognised by the GM classifier ({label})", table.to_markdown()))
         return table.to_dict()
     results, sections = {}, []
