@@ -134,3 +134,31 @@ def test_a_short_training_run_tells_synthetic_drums_apart(tmp_path):
     assert before <= 0.5, "an untrained network does not already know them"
     assert report.accuracy == 1.0 and report.notes == 8, report.to_markdown()
     assert info["train_notes"] == 24 and info["gain_db"] == DRUM_TRAINING.gain_db
+
+
+def test_training_on_renditions_adds_each_note_as_rendered_and_names_renditions(tmp_path):
+    from dataclasses import replace
+
+    from mars_model.data.noteset import NoteSet
+    from mars_model.eval.training import train_classifier
+
+    def smeared(notes):
+        """Every note with its attack smeared over 8 frames (128 ms), as a lossy model would."""
+        specs = np.asarray(notes.spectrograms(), np.float32)
+        kernel = np.ones(8, np.float32) / 8
+        return np.apply_along_axis(lambda row: np.convolve(row, kernel, mode="same"), 2, specs).astype(np.float16)
+
+    seen = []
+    synthetic_kit(tmp_path, "train", velocities=(25, 60, 127), seeds=(0, 1))
+    synthetic_kit(tmp_path, "valid", velocities=(40, 100), seeds=(2,))
+    settings = replace(DRUM_TRAINING, epochs=12, batch_size=8, patience=12)
+    info = train_classifier(tmp_path, tmp_path / "drums.pt", settings, drum_classifier_config(), log=lambda _: None,
+                            progress_bars=False, label=piece_labels, banks=[128],
+                            extra_info={"pieces": list(piece_names())},
+                            renditions=lambda notes: seen.append(notes.split) or smeared(notes))  # fmt: skip
+    assert seen == ["train"], "renditions are trained on; validation stays on real notes"
+    assert info["train_notes"] == 2 * 24
+    valid = NoteSet(tmp_path, "valid", banks=[128])
+    classifier = load_drum_classifier(tmp_path / "drums.pt")
+    assert piece_report(classifier, valid).accuracy == 1.0
+    assert piece_report(classifier, valid, smeared(valid)).accuracy == 1.0

@@ -153,15 +153,41 @@ class PieceReport:
         return "\n".join(lines)
 
 
-def piece_report(classifier: NoteClassifier, notes: NoteSet) -> PieceReport:
-    """Score ``classifier`` on a split's kit notes (``NoteSet(..., banks=[128])``)."""
+def piece_report(classifier: NoteClassifier, notes: NoteSet, specs: np.ndarray | None = None) -> PieceReport:
+    """Score ``classifier`` on a split's kit notes (``NoteSet(..., banks=[128])``), or on ``specs``,
+    another rendition of the same notes (e.g. :func:`tokenizer_renditions`)."""
     truth = drum_pieces(classifier, notes.conditions["instrument"], notes.conditions["pitch"])
-    named = name_pieces(classifier, notes.spectrograms())
+    named = name_pieces(classifier, notes.spectrograms() if specs is None else specs)
     pieces = classifier_pieces(classifier)
     errors = [PieceError(notes.labels["drum_kit_str"][i] or "", int(notes.conditions["pitch"][i]), pieces[truth[i]],
                          int(notes.conditions["velocity"][i]), pieces[named[i]])
               for i in np.flatnonzero(named != truth)]  # fmt: skip
     return PieceReport(notes.split, len(truth), float((named == truth).mean()), errors)
+
+
+def tokenizer_renditions(tokenizer_path: str | os.PathLike | None = None, batch_size: int = 16):
+    """A function giving every note of a note set as the tokenizer reconstructs it (``[N, F, T]``
+    float16; default: the shipped tokenizer): what a note sounds like after the model's own
+    representation, for training a judge of generated notes (``train_classifier(renditions=...)``)
+    or checking one."""
+    import torch
+
+    from mars_model.weights_io import SHIPPED, load_tokenizer, shipped_path
+
+    tokenizer = load_tokenizer(tokenizer_path or shipped_path(SHIPPED["tokenizer"]))
+
+    def render(notes: NoteSet) -> np.ndarray:
+        specs, out = notes.spectrograms(), []
+        with torch.no_grad():
+            for start in range(0, len(notes), batch_size):
+                stop = min(start + batch_size, len(notes))
+                x = torch.from_numpy(np.asarray(specs[start:stop], dtype=np.float32))[:, None]
+                pitch = torch.from_numpy(notes.conditions["pitch"][start:stop])
+                instrument = torch.from_numpy(notes.conditions["instrument"][start:stop])
+                out.append(tokenizer(x, pitch, instrument)[0][:, 0].half().numpy())
+        return np.concatenate(out)
+
+    return render
 
 
 @functools.cache

@@ -106,6 +106,7 @@ def train_classifier(
     label: str | Labeller = "instrument_family",
     banks: Sequence[int] | None = None,
     extra_info: dict | None = None,
+    renditions: Callable[[NoteSet], np.ndarray] | None = None,
 ) -> dict:
     """Train the evaluation classifier on ``root/train``, keep the best on ``root/valid``.
 
@@ -116,6 +117,9 @@ def train_classifier(
     is a function that labels a note set (the drum classifier's pieces,
     :mod:`mars_model.eval.drums`); ``banks`` keeps only those banks' notes (128: the kits).
     ``extra_info`` is stored with the weights beside the training facts (the drum pieces' names).
+    ``renditions`` gives, for the train split, one more spectrogram of every note (``[N, F, T]``,
+    e.g. the tokenizer's reconstruction), trained on with the note's labels, so the classifier
+    also names notes that went through the model's representation; validation stays on real notes.
 
     Returns:
         the facts stored with the weights: accuracies, note counts, epochs, wall time.
@@ -150,6 +154,9 @@ def train_classifier(
         pitch = torch.from_numpy(notes.conditions["pitch"][idx])
         labels = notes.conditions[label] if isinstance(label, str) else label(notes)
         family = torch.from_numpy(np.asarray(labels, np.int64)[idx])
+        if split == "train" and renditions is not None:
+            x = torch.cat([x, prepare_split(model, renditions(notes), idx)])
+            pitch, family = pitch.repeat(2), family.repeat(2)
         if pitch.min() < 0 or pitch.max() >= model.config.n_pitches:
             raise MarsError(f"{split}: pitches must be MIDI 0..{model.config.n_pitches - 1}")
         if family.min() < 0 or family.max() >= model.config.n_families:
