@@ -32,13 +32,11 @@ from engine.calibration import Calibration, envelope_gain, load_calibration
 from engine.preset import Preset
 from engine.synth.loudness import tilt_to_centroid
 from engine.synth.sample import NoteSample, StaleNoteFile, prepare_note
-from mars_model.api import VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
+from mars_model.api import FIRST_KIT, VELOCITY_BUCKETS, NoteRequest, NoteSource, velocity_bucket
 from mars_model.errors import MarsError
 
 #: Where the note cache keeps the last measured generation speed per model (``render --dry-run``).
 SPEED_FILE = "generation-speed.json"
-#: Instruments from here up are drum kits (128 + the kit's program), not GM programs.
-KIT_INSTRUMENTS = 128
 #: Seconds faded out at the end of a drum note (the note set cuts every note at 4 s; a cymbal still rings there).
 KIT_TAIL_FADE_SECONDS = 0.02
 
@@ -248,8 +246,7 @@ class NoteCache:
         return self._presets[key.identity].request(root, key.velocity, 0).instrument_weights()
 
     def _is_kit(self, key: NoteKey) -> bool:
-        instrument = self._presets[key.identity].instrument
-        return isinstance(instrument, int) and instrument >= KIT_INSTRUMENTS
+        return self._presets[key.identity].is_kit
 
     def _root(self, key: NoteKey, source: NoteSource) -> int:
         """The pitch a key's note is generated at: the key, kept inside the model's range
@@ -263,7 +260,7 @@ class NoteCache:
         """The level per velocity to play the key's note at: the real instrument's at ``root``
         (for a drum, the real kit's on that key)."""
         if self._is_kit(key):
-            kit = int(self._presets[key.identity].instrument) - KIT_INSTRUMENTS
+            kit = int(self._presets[key.identity].instrument) - FIRST_KIT
             curve = self.calibration.kit_curve(kit, key.pitch) if self.calibration is not None else None
             if curve is not None:
                 return curve

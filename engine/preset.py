@@ -76,6 +76,12 @@ class Preset:
         return f"{self.name}: {self.description}" if self.description else self.name
 
     @property
+    def is_kit(self) -> bool:
+        """Whether this preset plays a drum kit (instrument ``FIRST_KIT`` + kit program), whose
+        keys are drums, not pitches."""
+        return isinstance(self.instrument, int) and self.instrument >= FIRST_KIT
+
+    @property
     def patch(self) -> Patch:
         """Envelope and gain for the voices playing this preset."""
         return self.envelope

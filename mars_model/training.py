@@ -394,6 +394,17 @@ def restore_run(run_dir: str | os.PathLike, section: str, config_cls, build) -> 
     return state, cfg, model
 
 
+def grow_instrument_table(state: dict[str, Any], name: str, size: int, trained) -> None:
+    """Grow the instrument embedding ``state[name]`` to ``size`` rows, in place: the rows of the
+    ``trained`` instruments are kept, and every other row (new, or never trained) starts as
+    their mean, "an average instrument" rather than noise."""
+    table = state[name].float()
+    trained = [int(i) for i in trained if int(i) < len(table)]
+    rows = table[trained].mean(dim=0).repeat(size, 1)
+    rows[trained] = table[trained]
+    state[name] = rows
+
+
 def finetune_init(section: Mapping[str, Any] | None, kind: str, allowed: tuple[str, ...] = ("init",)) -> dict[str, Any] | None:
     """The weight file named by a config's ``finetune:`` section (``None`` without one).
 

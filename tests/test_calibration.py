@@ -22,7 +22,7 @@ from engine.calibration import (
     load_calibration,
     velocity_curve,
 )
-from engine.midi.drum_kits import KIT_INSTRUMENT_BASE, DrumKits
+from engine.midi.drum_kits import DrumKits
 from engine.note_cache import NoteCache
 from engine.preset import Preset
 from engine.render import RenderSettings, render_to_array
@@ -37,6 +37,7 @@ from engine.synth.loudness import (
     tilt_to_centroid,  # fmt: skip
 )
 from engine.synth.sample import NoteSample, StaleNoteFile
+from mars_model.api import FIRST_KIT
 from mars_model.data.build import ONE_SHOT, render_notes
 from mars_model.data.soundfont import PERCUSSION_BANK
 from mars_model.errors import MarsError
@@ -247,7 +248,7 @@ def test_the_shipped_kit_curves_are_monotone_gentle_and_through_every_measured_l
     calibration = load_calibration()
     kits = DrumKits.load()
     for program, kit in kits.kits.items():
-        own = [key for key, sound in kit.sounds.items() if sound.instrument == KIT_INSTRUMENT_BASE + program]
+        own = [key for key, sound in kit.sounds.items() if sound.instrument == FIRST_KIT + program]
         assert list(calibration.kits[program].keys) == sorted(own), f"kit {program}: its own keys, all measured"
         for key in own:
             measured = calibration.kits[program].levels_of(key)

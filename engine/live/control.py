@@ -36,7 +36,6 @@ from engine.drivers.threads import prefer_realtime
 from engine.live.events import EFFECT, GAIN, MIDI, PANIC, SWAP, AudioCommand, LiveEvent
 from engine.live.renderer import BlockRenderer
 from engine.midi.dispatch import NoteStart
-from engine.midi.drum_kits import KIT_INSTRUMENT_BASE
 from engine.midi.program_map import NoteChoice, ProgramMap
 from engine.note_cache import NoteKey
 from engine.preset import Preset
@@ -264,7 +263,7 @@ class LiveControl:
         if choice is None:
             self.stats.skipped += 1
             return
-        if _is_drum(choice):
+        if choice.preset.is_kit:
             self._drum_on(message, choice, slot, frame, received)
             return
         preset = choice.preset
@@ -425,12 +424,6 @@ class LiveControl:
 
     def _emit(self, command: AudioCommand) -> None:
         (self.renderer.immediate if command.frame < 0 else self.renderer.timed).append(command)
-
-
-def _is_drum(choice: NoteChoice) -> bool:
-    """Whether a choice is a drum kit's note (instrument 128 and up), whose key is not a pitch."""
-    instrument = choice.preset.instrument
-    return isinstance(instrument, int) and instrument >= KIT_INSTRUMENT_BASE
 
 
 class ControlThread:

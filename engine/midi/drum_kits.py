@@ -25,10 +25,9 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mars_model.api import FIRST_KIT
 from mars_model.errors import MarsError
 
-#: The kits' instruments are this plus the kit's program (Standard 128, TR-808 153).
-KIT_INSTRUMENT_BASE = 128
 KIT_TABLE = Path(__file__).resolve().parents[1] / "data" / "drum_kits.json"
 
 
@@ -173,7 +172,7 @@ def _kits(data: dict) -> dict[int, DrumKit]:
         own_names = {int(k): v for k, v in first(entries, "names", {}).items()}
         sounds = {}
         for key in entry["keys"]:
-            owners = tuple(KIT_INSTRUMENT_BASE + p for p, e in entries if key in e["own_keys"])
+            owners = tuple(FIRST_KIT + p for p, e in entries if key in e["own_keys"])
             sounds[key] = DrumSound(key, own_names.get(key) or names.get(key, f"Key {key}"), owners,
                                     key in note_off, class_of.get(key, 0))  # fmt: skip
         kits[program] = DrumKit(program, str(entry["name"]), bool(entry["base"]), sounds)

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from engine.midi.drum_kits import KIT_INSTRUMENT_BASE, DrumKits, DrumSound
+from engine.midi.drum_kits import DrumKits, DrumSound
 from engine.preset import Preset, find_preset, load_presets
 from engine.synth.voice import Patch
-from mars_model.api import Sampling
+from mars_model.api import FIRST_KIT, Sampling
 from mars_model.errors import MarsError
 
 DRUM_CHANNEL = 9  # 0-based: MIDI channel 10
@@ -197,7 +197,7 @@ class ProgramMap:
     def _kit_preset(self, instrument: int) -> Preset:
         preset = self._kit_presets.get(instrument)
         if preset is None:
-            kit = self.kits.kit(instrument - KIT_INSTRUMENT_BASE)
+            kit = self.kits.kit(instrument - FIRST_KIT)
             preset = Preset(name=f"kit:{kit.name.lower().replace(' ', '')}", instrument=instrument,
                             envelope=Patch(attack=0.0, release=DRUM_RELEASE_SECONDS), sampling=Sampling(),
                             description=f"{kit.name} drum kit", family=None)  # fmt: skip

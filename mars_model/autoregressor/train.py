@@ -27,6 +27,7 @@ from mars_model.training import (
     AugmentConfig,
     TrainConfig,
     finetune_init,
+    grow_instrument_table,
     load_checkpoint,
     restore_run,
     train,
@@ -111,12 +112,9 @@ def start_from(model: NextScaleTransformer, section: Mapping[str, Any] | None, q
         raise MarsError(f"finetune.init {section['init']}: trained on another tokenizer's token pyramid")
     state = dict(blob["state"])
     if grown:
-        table = state["condition.instrument.weight"]
-        trained = [i for i in blob["meta"].get("instruments", range(len(table))) if i < len(table)]
-        rows = model.condition.instrument.weight.detach().clone()
-        rows[:] = table[trained].float().mean(dim=0)
-        rows[trained] = table[trained]
-        state["condition.instrument.weight"] = rows
+        name = "condition.instrument.weight"
+        grow_instrument_table(state, name, new["n_instruments"],
+                              blob["meta"].get("instruments", range(old["n_instruments"])))  # fmt: skip
     model.load_state_dict(state)
 
 

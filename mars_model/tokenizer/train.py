@@ -27,6 +27,7 @@ from mars_model.training import (
     AugmentConfig,
     TrainConfig,
     finetune_init,
+    grow_instrument_table,
     restore_run,
     train,
 )
@@ -126,6 +127,7 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     if blob is None:
         return
     init_cfg = TokenizerConfig.from_dict(blob["config"]["tokenizer"], where=f"{section['init']}: tokenizer")
+    init_table = init_cfg.n_instruments
     # The changes a fine-tune may make: add the instrument prior (its layers start as identities),
     # or grow its instrument table (rows are added; see below).
     adds_instrument = model.config.instrument_prior and not init_cfg.instrument_prior
@@ -142,12 +144,8 @@ def apply_finetune(model: Tokenizer, section: Mapping[str, Any] | None) -> None:
     if grows:
         # Every instrument the prior was not trained on (the new rows, and old rows that never
         # saw a note) starts as the mean of the programs it was trained on.
-        table = state["decoder.instrument.weight"].float()
-        trained = [p for p in (blob["meta"].get("data") or {}).get("programs") or range(len(table)) if p < len(table)]
-        rows = model.decoder.instrument.weight.detach().clone()
-        rows[:] = table[trained].mean(dim=0)
-        rows[trained] = table[trained]
-        state["decoder.instrument.weight"] = rows
+        trained = (blob["meta"].get("data") or {}).get("programs") or range(init_table)
+        grow_instrument_table(state, "decoder.instrument.weight", model.config.n_instruments, trained)
     missing, unexpected = model.load_state_dict(state, strict=False)
     freeze = list(section.get("freeze", []))
     bad = [name for name in freeze if name not in FREEZABLE]
